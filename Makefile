@@ -1,0 +1,40 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+export SPARK_LOCAL_IP ?= 127.0.0.1
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# pip's config on some machines names index folders that do not exist; its warnings are noise.
+PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+
+.PHONY: install demo test bench lock clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing into $(VENV) (first time: about 2-3 minutes)"
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock $(PIP_QUIET)
+	@$(PY) -m pip install -q --disable-pip-version-check --no-deps -e . $(PIP_QUIET)
+	@$(PY) -c "import torch; v = torch.__version__; print('torch', v); \
+	  import sys; sys.exit(0 if ('+cpu' in v or torch.cuda.is_available() or torch.version.cuda) else 0)"
+	@touch $@
+
+demo: install
+	$(VENV)/bin/seqrep demo
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/etl.py
+
+lock:
+	$(PY) -m pip freeze --exclude-editable | grep -v '^seqrep' | sed 's/^torch==\(.*\)+cpu/torch==\1/' > requirements.lock
+
+clean:
+	rm -rf warehouse demo .airflow .pytest_cache

@@ -1,0 +1,216 @@
+"""The ``seqrep`` command line (DESIGN.md, "Command line")."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import Config, ConfigError, load_config
+from pipelines.warehouse import AccountingError, Warehouse, WarehouseError, daterange
+
+
+class UsageError(ValueError):
+    pass
+
+
+def _date(s: str) -> date:
+    try:
+        return date.fromisoformat(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {s!r}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--warehouse", help="warehouse folder (env SEQREP_WAREHOUSE; default ./warehouse)")
+    common.add_argument("--config", help="YAML config file (env SEQREP_CONFIG)")
+
+    p = argparse.ArgumentParser(prog="seqrep", description=__doc__, parents=[common])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    from pipelines.ingest import ADAPTERS
+
+    s = sub.add_parser("ingest", parents=[common], help="read a source's files into raw/events/source=S/dt=D")
+    s.add_argument("--source", choices=sorted(ADAPTERS), help="adapter (default: ingest.source of the config)")
+    s.add_argument("--input", help="file or folder; {date} is replaced by --date (default: ingest.input)")
+    s.add_argument("--domain", help="domain of the events (default: the adapter's)")
+    s.add_argument("--name", help="partition label under raw/events/source= (default: the adapter name)")
+    s.add_argument("--date", type=_date, help="the input is one day's log: all rows go to that day's partition")
+
+    s = sub.add_parser("etl", parents=[common], help="clean, sessionize, sequences and graphs for a day or a range")
+    when = s.add_mutually_exclusive_group(required=True)
+    when.add_argument("--date", type=_date)
+    when.add_argument("--from", dest="start", type=_date, help="first day of a range (with --to)")
+    when.add_argument("--all", action="store_true", help="every day that has raw events")
+    s.add_argument("--to", dest="end", type=_date, help="last day of the range (inclusive)")
+    s.add_argument("--stages", default="clean,sessionize,sequences,graphs",
+                   help="comma-separated subset, in order (default: all)")
+
+    s = sub.add_parser("generate", parents=[common], help="write synthetic raw logs (Parquet, one folder per day)")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--start", type=_date, help="first day (default: synthetic.start_date)")
+    s.add_argument("--days", type=int)
+    s.add_argument("--events-per-day", type=int)
+    s.add_argument("--users", type=int)
+    s.add_argument("--seed", type=int)
+
+    s = sub.add_parser("summary", parents=[common], help="rows per stage, quarantine reasons, sessions, users, items, edges")
+    s.add_argument("--from", dest="start", type=_date)
+    s.add_argument("--to", dest="end", type=_date)
+
+    sub.add_parser("demo", parents=[common], help="generate logs and run the nightly DAG on them (Airflow, Spark)")
+    return p
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config or os.environ.get("SEQREP_CONFIG") or None, warehouse=args.warehouse)
+
+
+def _days(args: argparse.Namespace, wh: Warehouse) -> list[date]:
+    if getattr(args, "all", False):
+        days = sorted({d for p in wh.table("raw/events").glob("source=*") for d in wh.partition_dates(str(p.relative_to(wh.root)))})
+        if not days:
+            raise UsageError(f"no raw events in {wh.root}; run `seqrep ingest` first")
+        return daterange(days[0], days[-1])
+    if args.date:
+        return [args.date]
+    if args.end is None:
+        raise UsageError("--from needs --to")
+    return daterange(args.start, args.end)
+
+
+def cmd_ingest(args: argparse.Namespace) -> None:
+    from pipelines import ingest
+    from pipelines.spark import get_spark
+
+    cfg = _config(args)
+    spark = get_spark(cfg.spark)
+    t0 = time.perf_counter()
+    m = ingest.run(spark, cfg, source=args.source, input_path=args.input, day=args.date, domain=args.domain, name=args.name)
+    days = sorted(m["days"])
+    print(f"ingested {m['rows_in']:,} rows from {m['input']} as source={m['name']} in {time.perf_counter() - t0:.1f}s: "
+          f"{m['rows_out']:,} events over {len(days)} day(s) ({days[0] if days else '-'} .. {days[-1] if days else '-'}), "
+          f"{m['rows_quarantined']:,} without a usable time, {m['items']:,} items")
+
+
+def cmd_etl(args: argparse.Namespace) -> None:
+    from pipelines import etl
+    from pipelines.spark import get_spark
+
+    cfg = _config(args)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in etl.STAGES]
+    if unknown:
+        raise UsageError(f"unknown stage(s) {unknown}; choose from {list(etl.STAGES)}")
+    days = _days(args, Warehouse(cfg.warehouse))
+    spark = get_spark(cfg.spark)
+    print(f"etl {days[0]} .. {days[-1]} ({len(days)} day(s)) in {Path(cfg.warehouse).resolve()}")
+    etl.run(spark, cfg, days, stages, progress=lambda name, sec: print(f"  {name:<11} {sec:7.1f}s", flush=True))
+    if set(stages) == set(etl.STAGES):
+        print_summary(cfg, days)
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from pipelines.synthetic import write_logs
+
+    cfg = _config(args)
+    over = {k: v for k, v in {"start_date": args.start, "days": args.days, "events_per_day": args.events_per_day,
+                              "users": args.users, "seed": args.seed}.items() if v is not None}
+    syn = cfg.synthetic.model_copy(update=over)
+    files = write_logs(syn, args.out)
+    print(f"wrote {len(files)} day(s) of logs to {args.out} ({files[0].parent.name} .. {files[-1].parent.name})")
+
+
+def summary_rows(cfg: Config, days: list[date]) -> dict[str, Any]:
+    """Totals over ``days`` read from the stage manifests."""
+    wh = Warehouse(cfg.warehouse)
+    tot: dict[str, Any] = {"days": len(days), "raw": 0, "clean": 0, "quarantined": 0, "reasons": {}, "sessions": 0,
+                           "transitions": 0, "user_item": 0, "missing": []}
+    for d in days:
+        key = f"dt={d.isoformat()}"
+        c, s, g = (wh.read_manifest(st, key) for st in ("clean", "sessionize", "graphs"))
+        if c is None:
+            tot["missing"].append(str(d))
+            continue
+        tot["raw"] += c["rows_in"]
+        tot["clean"] += c["rows_out"]
+        tot["quarantined"] += c["rows_quarantined"]
+        for r, n in c["quarantine_by_reason"].items():
+            tot["reasons"][r] = tot["reasons"].get(r, 0) + n
+        tot["sessions"] += (s or {}).get("sessions", 0)
+        tot["transitions"] += (g or {}).get("edges", {}).get("item_transitions", 0)
+        tot["user_item"] += (g or {}).get("edges", {}).get("user_item", 0)
+    for name in ("users", "items"):
+        parts = [d for d in wh.partition_dates(f"vocab/{name}") if d <= days[-1]]
+        tot[name] = sum((wh.read_manifest("sequences", f"dt={d.isoformat()}") or {}).get(f"new_{name}", 0) for d in parts)
+    return tot
+
+
+def print_summary(cfg: Config, days: list[date]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = summary_rows(cfg, days)
+    table = Table(title=f"seqrep warehouse {Path(cfg.warehouse).resolve()}  {days[0]} .. {days[-1]}")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("raw events", f"{t['raw']:,}")
+    table.add_row("clean events", f"{t['clean']:,}")
+    table.add_row("quarantined", f"{t['quarantined']:,}")
+    for r, n in sorted(t["reasons"].items(), key=lambda kv: -kv[1]):
+        table.add_row(f"  {r}", f"{n:,}")
+    table.add_row("sessions (per day, summed)", f"{t['sessions']:,}")
+    table.add_row("users (vocabulary)", f"{t['users']:,}")
+    table.add_row("items (vocabulary)", f"{t['items']:,}")
+    table.add_row("item-transition edges (daily, summed)", f"{t['transitions']:,}")
+    table.add_row("user-item edges (daily, summed)", f"{t['user_item']:,}")
+    Console().print(table)
+    if t["missing"]:
+        print(f"no clean partition for {len(t['missing'])} day(s): {', '.join(t['missing'][:5])}")
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    cfg = _config(args)
+    wh = Warehouse(cfg.warehouse)
+    have = wh.partition_dates("clean/events")
+    if not have:
+        raise UsageError(f"no clean events in {wh.root}; run `seqrep etl` first")
+    print_summary(cfg, daterange(args.start or have[0], args.end or have[-1]))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from pipelines.demo import run_demo
+
+    run_demo(_config(args))
+
+
+COMMANDS = {"ingest": cmd_ingest, "etl": cmd_etl, "generate": cmd_generate, "summary": cmd_summary, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from pipelines.ingest import InputError
+
+    try:
+        COMMANDS[args.command](args)
+    except (ConfigError, InputError, WarehouseError, UsageError, AccountingError, FileNotFoundError) as exc:
+        print(f"seqrep {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # Spark's errors: show the message, not the JVM stack
+        from pyspark.errors import PySparkException
+
+        if isinstance(exc, PySparkException):
+            first = str(exc).strip().splitlines()[0]
+            print(f"seqrep {args.command}: Spark error: {first}", file=sys.stderr)
+            return 3
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
