@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     when = s.add_mutually_exclusive_group(required=True)
     when.add_argument("--date", type=_date)
     when.add_argument("--from", dest="start", type=_date, help="first day of a range (with --to)")
-    when.add_argument("--all", action="store_true", help="every day that has raw events")
+    when.add_argument("--all", action="store_true", help="every day that has raw events (days without any are skipped)")
     s.add_argument("--to", dest="end", type=_date, help="last day of the range (inclusive)")
     s.add_argument("--stages", default="clean,sessionize,sequences,graphs",
                    help="comma-separated subset, in order (default: all)")
@@ -73,10 +73,11 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _days(args: argparse.Namespace, wh: Warehouse) -> list[date]:
     if getattr(args, "all", False):
+        # Only the days that have raw events: a day without events changes nothing downstream.
         days = sorted({d for p in wh.table("raw/events").glob("source=*") for d in wh.partition_dates(str(p.relative_to(wh.root)))})
         if not days:
             raise UsageError(f"no raw events in {wh.root}; run `seqrep ingest` first")
-        return daterange(days[0], days[-1])
+        return days
     if args.date:
         return [args.date]
     if args.end is None:

@@ -222,26 +222,32 @@ def taobao(spark: "SparkSession", path: Path, cfg: IngestConfig) -> Parsed:
 def diginetica(spark: "SparkSession", path: Path, cfg: IngestConfig) -> Parsed:
     """DIGINETICA item views: ``session_id;user_id;item_id;timeframe;eventdate`` with header.
 
-    Time is the session's date plus ``timeframe`` (ms since the session started). Anonymous
-    sessions (user ``NA``) get the user id ``anon:<session_id>``; the source's session id is kept
-    as ``session_hint`` so sessionize keeps the source's sessions.
+    The source has days, not clocks: ``ts`` = the day of the session's first event + ``timeframe``
+    (ms since the session started), so a session that crosses midnight keeps its order. A session
+    belongs to its known user (a few log in midway); anonymous ones (``NA``) get the user id
+    ``anon:<session_id>``. The source's session id is kept as ``session_hint``, so sessionize
+    keeps the source's sessions.
     """
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     files = _files(path, "diginetica", (".csv",))
     domain = cfg.domain if cfg.domain != "default" else "diginetica"
     df = _read_text_table(spark, files, ["session_id", "user_id", "item_id", "timeframe", "eventdate"], ";", header=True)
-    day = F.try_to_timestamp(F.col("eventdate"), F.lit("yyyy-MM-dd"))
+    session = Window.partitionBy("session_id")
+    day = F.min(F.try_to_timestamp(F.col("eventdate"), F.lit("yyyy-MM-dd"))).over(session)
+    known = F.min(F.when((F.col("user_id") != "NA") & (F.trim(F.col("user_id")) != ""), F.col("user_id"))).over(session)
     offset = F.col("timeframe").try_cast("bigint")
     ts = F.timestamp_micros(F.unix_micros(day) + offset * 1000)
     err = F.when(day.isNull() | offset.isNull(), F.concat(
         F.lit("ts: cannot parse eventdate/timeframe "), F.coalesce(F.col("eventdate"), F.lit("null")), F.lit("/"),
         F.coalesce(F.col("timeframe"), F.lit("null"))))
-    user = F.when((F.col("user_id") == "NA") | F.col("user_id").isNull(), F.concat(F.lit("anon:"), F.col("session_id"))) \
-        .otherwise(F.col("user_id"))
+    user = F.coalesce(known, F.concat(F.lit("anon:"), F.col("session_id")))
     events = _events(df, user=user, item=F.col("item_id"), event_type=F.lit("view"), ts=ts,
                      domain=F.lit(domain), session_hint=F.col("session_id"), errors=[err])
-    return Parsed(events, None, files, {"users": "user NA -> anon:<session_id>", "sessions": "source session ids kept"})
+    return Parsed(events, None, files, {
+        "users": "a session's known user, else anon:<session_id>", "sessions": "source session ids kept",
+        "clock": "day of the session's first event + timeframe (ms since session start)"})
 
 
 @adapter("amazon-cdr")
@@ -302,8 +308,10 @@ def lastfm(spark: "SparkSession", path: Path, cfg: IngestConfig) -> Parsed:
         tagged = _read_text_table(spark, [tagged_f], ["user", "artist", "tag", "day", "month", "year"], "\t", header=True)
         ts = F.try_to_timestamp(F.concat_ws("-", "year", "month", "day"), F.lit("yyyy-M-d"))
         err = F.when(ts.isNull(), F.concat(F.lit("ts: cannot parse day/month/year "), F.concat_ws("/", "day", "month", "year")))
+        # A user tags an artist with several tags on one day: the tag makes each event distinct.
+        tag_id = F.substring(F.sha2(F.concat_ws("|", F.lit("tag"), "user", "artist", "tag", "year", "month", "day"), 256), 1, 24)
         frames.append(_events(tagged, user=F.col("user"), item=F.col("artist"), event_type=F.lit("tag"), ts=ts,
-                              domain=F.lit(domain), errors=[err]))
+                              domain=F.lit(domain), event_id=tag_id, errors=[err]))
         files.append(tagged_f)
     items = None
     artists_f = path / "artists.dat"
@@ -320,7 +328,8 @@ def lastfm(spark: "SparkSession", path: Path, cfg: IngestConfig) -> Parsed:
             files.append(path / "tags.dat")
         items = artists.select(F.col("id").alias("artist"), "name", "picture")
         if tags is not None:
-            items = items.join(tags, "artist", "left")
+            # Some tagged artists are missing from artists.dat: they get a row with their tags only.
+            items = items.join(tags, "artist", "full_outer")
         else:
             items = items.withColumn("tags", F.lit(None).cast("array<string>"))
         items = items.select(

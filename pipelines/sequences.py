@@ -6,16 +6,20 @@ first appearance (time, then event id), after every index of earlier days: an in
 changes once given, so embeddings of two days are comparable and incremental training can
 grow its tables. The vocabulary as of D is the union of the partitions up to D.
 
-``sequences/dt=D`` has one row per user seen up to D: the last ``sequences.max_length`` events
-(ordered by time, then event id) as arrays of item index, event type and time, plus the total
-event count and ``n_new``, how many of the kept events happened on D.
+``sequences/dt=D`` has one row per user active on D: the user's history up to the end of D,
+bounded to the last ``sequences.max_length`` events (ordered by time, then event id), as arrays
+of item index, event type and time, plus the total event count and ``n_new``, how many of the
+kept events happened on D. The history of *every* user as of D is each user's latest row with
+``dt <= D`` (``sql/sequences_asof.sql``): a day stores only what changed, so a long, sparse
+history (Last.fm's six years) costs its active user-days, not users x days.
 
 ``splits/dt=D`` makes the evaluation protocols explicit, identical for every method compared:
 
 - ``loo`` (leave-one-out): ``test`` predicts a user's last event from everything before it,
-  ``valid`` the second-to-last from everything before that (users with at least 3 events);
+  ``valid`` the second-to-last from everything before that (users with at least 3 events); as of
+  D it is, like the sequences, each user's latest row up to D;
 - ``temporal``: ``test`` predicts the distinct items of day D from the history before D,
-  ``valid`` the last event before D from the events before it.
+  ``valid`` the last event before D from the events before it (users active on D).
 
 Each row is (user_idx, protocol, split, history_len, target_idx): the model reads the first
 ``history_len`` events of the user's sequence and is scored on ``target_idx``.
@@ -44,7 +48,7 @@ def _read_before(spark: "SparkSession", wh: Warehouse, table: str, day: date, sc
     if not days:
         return spark.createDataFrame([], schema)
     df = spark.read.option("basePath", str(wh.table(table))).parquet(*wh.existing_partitions(table, days))
-    return df.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields])
+    return df.select(*schema.names)
 
 
 def extend_vocab(
@@ -83,11 +87,11 @@ def extend_vocab(
     return vocab, stats
 
 
-def build_snapshots(events: "DataFrame", prev: "DataFrame", days: list[date], max_length: int) -> "DataFrame":
-    """One row per (user, day) for every day of ``days`` on which the user has any history.
+def build_snapshots(events: "DataFrame", prev: "DataFrame", max_length: int) -> "DataFrame":
+    """One row per (user, day) for the days of ``events`` on which the user is active.
 
     ``events`` (user_idx, user_id, item_idx, event_type, ts, event_id, dt) are the range's events;
-    ``prev`` the snapshot of the day before the range.
+    ``prev`` is every user's latest sequence row before the range (the state to continue).
     """
     from pyspark.sql import functions as F
 
@@ -95,30 +99,22 @@ def build_snapshots(events: "DataFrame", prev: "DataFrame", days: list[date], ma
         ts.alias("ts"), eid.alias("event_id"), item.alias("item_idx"), kind.alias("event_type"))
     new = events.groupBy("user_idx", "user_id").agg(
         F.array_sort(F.collect_list(elem(F.col("ts"), F.col("event_id"), F.col("item_idx"), F.col("event_type")))).alias("new"),
-        F.min("dt").alias("first_dt"),
+        F.collect_set("dt").alias("active"),
     )
-    # The previous snapshot's events are all earlier than the range: they go first, unsorted.
+    # The previous state's events are all earlier than the range: they go first, as they are.
     old = prev.select(
-        "user_idx", "user_id", "n_events",
+        "user_idx", "n_events",
         F.transform(F.arrays_zip("ts", "item_idx", "event_type"),
                     lambda z: elem(z["ts"], F.lit(""), z["item_idx"], z["event_type"])).alias("old"),
     )
-    users = new.join(old, ["user_idx", "user_id"], "full_outer").select(
-        "user_idx", "user_id",
-        F.coalesce("old", F.array().cast(old.schema["old"].dataType)).alias("old"),
-        F.coalesce("new", F.array().cast(new.schema["new"].dataType)).alias("new"),
+    users = new.join(old, ["user_idx"], "left").select(
+        "user_idx", "user_id", "new", F.explode("active").alias("dt"),
+        F.coalesce("old", F.array().cast(new.schema["new"].dataType)).alias("old"),
         F.coalesce("n_events", F.lit(0).cast("long")).alias("n_old"),
-        F.when(F.col("old").isNull(), F.col("first_dt")).otherwise(F.lit(days[0])).alias("from_dt"),
     )
-    snap = users.withColumn("dt", F.explode(F.sequence(F.col("from_dt"), F.lit(days[-1]), F.expr("INTERVAL 1 DAY"))))
-    end = F.to_timestamp(F.date_add(F.col("dt"), 1))
-    start = F.to_timestamp(F.col("dt"))
-    upto = F.filter(F.col("new"), lambda e: e["ts"] < end)
-    snap = snap.select(
-        "user_idx", "user_id", "dt", F.col("n_old"),
-        F.concat(F.col("old"), upto).alias("hist"), F.size(upto).alias("n_upto"),
-    )
-    kept = F.slice(F.col("hist"), F.greatest(F.lit(1), F.size("hist") - max_length + 1), max_length)
+    upto = F.filter("new", lambda e: e["ts"] < F.to_timestamp(F.date_add(F.col("dt"), 1)))
+    snap = users.select("user_idx", "user_id", "dt", "n_old", F.concat("old", upto).alias("hist"), F.size(upto).alias("n_upto"))
+    kept = F.slice("hist", F.greatest(F.lit(1), F.size("hist") - max_length + 1), max_length)
     snap = snap.select("user_idx", "user_id", "dt", (F.col("n_old") + F.col("n_upto")).alias("n_events"), kept.alias("kept"))
     return snap.select(
         F.col("user_idx").cast("int"), "user_id",
@@ -130,6 +126,16 @@ def build_snapshots(events: "DataFrame", prev: "DataFrame", days: list[date], ma
         F.size(F.filter("kept", lambda e: e["ts"] >= F.to_timestamp(F.col("dt")))).cast("int").alias("n_new"),
         "dt",
     )
+
+
+def latest_before(spark: "SparkSession", wh: Warehouse, table: str, key: str, day: date, schema) -> "DataFrame":
+    """Each ``key``'s latest row in the partitions of ``table`` strictly before ``day``."""
+    from pyspark.sql import functions as F
+
+    rows = _read_before(spark, wh, table, day, schema)
+    cols = [c for c in rows.columns if c != key]
+    latest = rows.groupBy(key).agg(F.max_by(F.struct(*cols), "dt").alias("_r"))
+    return latest.select(key, *[F.col("_r")[c].alias(c) for c in cols])
 
 
 def build_splits(seq: "DataFrame") -> "DataFrame":
@@ -169,13 +175,10 @@ def run(spark: "SparkSession", cfg: Config, days: list[date]) -> None:
     if missing:
         raise WarehouseError(f"sequences: sessions has no partition for {[str(d) for d in missing[:5]]}; run sessionize first")
     prev_day = days[0] - timedelta(days=1)
-    if wh.has_partition("sequences", prev_day):
-        prev = spark.read.parquet(str(wh.partition("sequences", prev_day)))
-    elif wh.has_partition("sessions", prev_day):
+    if wh.has_partition("sessions", prev_day) and not wh.has_partition("sequences", prev_day):
         raise WarehouseError(f"sequences {days[0]}: sequences of {prev_day} are missing but its sessions exist; "
                              f"build {prev_day} first (or run a range that starts earlier)")
-    else:
-        prev = spark.createDataFrame([], SEQUENCE).drop("dt")
+    prev = latest_before(spark, wh, "sequences", "user_idx", days[0], SEQUENCE)
 
     events = read_partitions(spark, wh, "sessions", days).select(
         "event_id", "user_id", "item_id", "domain", "event_type", "ts", "dt").persist()
@@ -186,7 +189,7 @@ def run(spark: "SparkSession", cfg: Config, days: list[date]) -> None:
                                          ["user_id"], "user_idx", wh, "vocab/users", days)
         indexed = (events.join(items.select("domain", "item_id", "item_idx"), ["domain", "item_id"])
                    .join(users.select("user_id", "user_idx"), ["user_id"]))
-        seq = build_snapshots(indexed, prev, days, cfg.sequences.max_length).persist()
+        seq = build_snapshots(indexed, prev, cfg.sequences.max_length).persist()
         try:
             seq_stats = write_daily(seq, wh, "sequences", days)
             split_stats = write_daily(build_splits(seq), wh, "splits", days)

@@ -6,7 +6,9 @@ session), or until ``sessionize.max_events`` events, after which the next event 
 session. A source's own session ids (``session_hint``, e.g. DIGINETICA) are boundaries: events of
 two source sessions never share a session.
 
-A session id is ``md5(user | hint | first event id)[:16]``: the same events give the same id on
+Each row gets ``session_seq`` (1-based position), ``session_start``, and the previous event of
+its session (``prev_item_id``, ``prev_domain``, ``gap_s`` in seconds; null for a session's first
+event). A session id is ``md5(user | hint | first event id)[:16]``: the same events give the same id on
 every run. A session still open at midnight continues the next day: the run for day D reads the
 last event of each user from ``sessions/dt=D-1`` (when it ended within the gap of midnight) and
 carries its id, position and start. A range run does the same once, before its first day, so a

@@ -40,6 +40,8 @@ def get_spark(cfg: SparkConfig) -> "SparkSession":
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.sources.partitionColumnTypeInference.enabled": "true",
+        # Daily partitions are many small folders: list them in the driver, not with a Spark job.
+        "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000",
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
         **cfg.conf,
     }

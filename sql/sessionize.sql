@@ -69,6 +69,6 @@ SELECT event_id, user_id, item_id, event_type, ts, domain, value, session_hint, 
        CASE WHEN carried = 1 THEN c_start_us ELSE start_us END AS session_start_us,
        CASE WHEN pos0 % :max_events = 0 THEN NULL ELSE prev_item END AS prev_item_id,
        CASE WHEN pos0 % :max_events = 0 THEN NULL ELSE prev_dom END AS prev_domain,
-       CAST(ts_us - prev_ts_us AS DOUBLE) / 1e6 AS gap_s
+       CASE WHEN pos0 % :max_events = 0 THEN NULL ELSE CAST(ts_us - prev_ts_us AS DOUBLE) / 1e6 END AS gap_s
 FROM sessions
 WHERE is_carry = 0

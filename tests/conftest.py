@@ -1,0 +1,78 @@
+"""Shared fixtures: one local Spark session per test run, warehouses in tmp folders, real data."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# PySpark turns timestamps into naive datetimes in the process's local time: make that UTC.
+os.environ["TZ"] = "UTC"
+time.tzset()
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("SEQREP_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """``../shared/data`` (or ``SEQREP_DATA``). Missing: skip with a message, or fail in CI."""
+
+    def need(name: str) -> Path:
+        path = data_root() / name
+        if not path.exists():
+            msg = f"real dataset {name!r} not found at {path} (set SEQREP_DATA or put ../shared/data beside the project)"
+            if os.environ.get("SEQREP_REQUIRE_DATA") == "1":
+                pytest.fail(msg)
+            pytest.skip(msg)
+        return path
+
+    return need
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from pipelines.config import SparkConfig
+    from pipelines.spark import get_spark
+
+    session = get_spark(SparkConfig(master="local[2]", shuffle_partitions=2, driver_memory="3g"))
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    """A default config whose warehouse is a fresh tmp folder."""
+    from pipelines.config import load_config
+
+    return load_config(warehouse=tmp_path / "wh")
+
+
+def ts(s: str) -> datetime:
+    """'2024-01-01 23:59:00' -> aware UTC datetime."""
+    return datetime.fromisoformat(s).replace(tzinfo=timezone.utc)
+
+
+def events_df(spark, rows: list[dict]):
+    """Clean-event rows (defaults filled in) as a Spark DataFrame with the canonical schema."""
+    from pipelines.schema import EVENT
+
+    out = []
+    for i, r in enumerate(rows):
+        t = ts(r["ts"]) if isinstance(r["ts"], str) else r["ts"]
+        out.append({
+            "event_id": r.get("event_id", f"e{i:05d}"), "user_id": r.get("user_id", "u1"),
+            "item_id": r.get("item_id", f"i{i}"), "event_type": r.get("event_type", "view"), "ts": t,
+            "domain": r.get("domain", "d"), "value": r.get("value"), "session_hint": r.get("session_hint"),
+            "dt": r.get("dt", t.date()),
+        })
+    return spark.createDataFrame(out, EVENT)
