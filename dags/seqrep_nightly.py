@@ -54,7 +54,9 @@ with DAG(
             application=SPARK_APP,
             application_args=[*args, *COMMON],
             name=f"seqrep-{task_id}-{DAY}",
-            conf={"spark.driver.memory": "{{ params.driver_memory }}"},
+            conf={"spark.driver.memory": "{{ params.driver_memory }}",
+                  "spark.driver.extraJavaOptions": "-Duser.timezone=UTC -XX:MaxDirectMemorySize=1g"},
+            env_vars={"MALLOC_ARENA_MAX": "2"},  # see pipelines/spark.py: bounds the JVM's resident memory
             depends_on_past=depends_on_past,
         )
 

@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--days", type=int)
     s.add_argument("--events-per-day", type=int)
     s.add_argument("--users", type=int)
+    s.add_argument("--items-per-domain", type=int)
     s.add_argument("--seed", type=int)
 
     s = sub.add_parser("summary", parents=[common], help="rows per stage, quarantine reasons, sessions, users, items, edges")
@@ -121,7 +122,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     cfg = _config(args)
     over = {k: v for k, v in {"start_date": args.start, "days": args.days, "events_per_day": args.events_per_day,
-                              "users": args.users, "seed": args.seed}.items() if v is not None}
+                              "users": args.users, "items_per_domain": args.items_per_domain,
+                              "seed": args.seed}.items() if v is not None}
     syn = cfg.synthetic.model_copy(update=over)
     files = write_logs(syn, args.out)
     print(f"wrote {len(files)} day(s) of logs to {args.out} ({files[0].parent.name} .. {files[-1].parent.name})")

@@ -27,6 +27,8 @@ class SparkConfig(_Section):
     master: str = "local[2]"
     shuffle_partitions: int = Field(4, ge=1)
     driver_memory: str = "4g"
+    #: Off-heap buffers of the driver JVM (shuffle, Parquet); bounded so memory stays predictable.
+    max_direct_memory: str = "1g"
     #: Extra ``spark.*`` settings, passed through unchanged (cluster settings go here).
     conf: dict[str, str] = Field(default_factory=dict)
 

@@ -32,8 +32,13 @@ def _vocab(spark: "SparkSession", wh: Warehouse, table: str, last: date) -> "Dat
     return spark.read.option("basePath", str(wh.table(table))).parquet(*wh.existing_partitions(table, days))
 
 
-def build_graphs(sessions: "DataFrame", items: "DataFrame", users: "DataFrame", cfg: Config) -> dict[str, "DataFrame"]:
-    """The four tables of the module docstring from session rows and the vocabularies."""
+def build_graphs(
+    sessions: "DataFrame", items: "DataFrame", users: "DataFrame", cfg: Config
+) -> tuple[dict[str, "DataFrame"], list["DataFrame"]]:
+    """The four tables of the module docstring from session rows and the vocabularies.
+
+    Also returns the persisted intermediate frames, for the caller to unpersist after writing.
+    """
     from pyspark.sql import functions as F
 
     g = cfg.graphs
@@ -41,13 +46,15 @@ def build_graphs(sessions: "DataFrame", items: "DataFrame", users: "DataFrame", 
     sessions.withColumn("weight", weight.cast("double")).createOrReplaceTempView("steps")
     by_id = spark_sql(sessions.sparkSession, "item_transitions", drop_self_loops=g.drop_self_loops)
     idx = items.select("domain", "item_id", "item_idx")
+    # Each of these feeds several tables: computed once, written from memory.
     transitions = (
         by_id.join(idx.toDF("src_domain", "src_item_id", "src_idx"), ["src_domain", "src_item_id"])
         .join(idx.toDF("dst_domain", "dst_item_id", "dst_idx"), ["dst_domain", "dst_item_id"])
-    )
+    ).persist()
     ev = (sessions.join(idx, ["domain", "item_id"])
           .join(users.select("user_id", "user_idx"), ["user_id"])
-          .withColumn("w", weight.cast("double")))
+          .select("dt", "user_idx", "user_id", "item_idx", "domain", "item_id", "session_id", "ts",
+                  weight.cast("double").alias("w"))).persist()
     user_item = ev.groupBy("dt", "user_idx", "item_idx").agg(
         F.count(F.lit(1)).alias("count"), F.sum("w").alias("weight"),
         F.min("ts").alias("first_ts"), F.max("ts").alias("last_ts"))
@@ -62,7 +69,7 @@ def build_graphs(sessions: "DataFrame", items: "DataFrame", users: "DataFrame", 
     user_nodes = ev.groupBy("dt", "user_idx", "user_id").agg(
         F.count(F.lit(1)).alias("events"), F.countDistinct("item_idx").alias("items"),
         F.countDistinct("session_id").alias("sessions"))
-    return {
+    tables: dict[str, DataFrame] = {
         "graphs/item_transitions": transitions.select("src_idx", "dst_idx", F.col("count").cast("long"), "weight", "dt"),
         "graphs/user_item": user_item.select("user_idx", "item_idx", F.col("count").cast("long"), "weight",
                                              "first_ts", "last_ts", "dt"),
@@ -70,6 +77,7 @@ def build_graphs(sessions: "DataFrame", items: "DataFrame", users: "DataFrame", 
                                                F.col("out_degree").cast("long"), F.col("in_degree").cast("long"), "dt"),
         "graphs/user_nodes": user_nodes.select("user_idx", "user_id", "events", "items", "sessions", "dt"),
     }
+    return tables, [transitions, ev]
 
 
 def run(spark: "SparkSession", cfg: Config, days: list[date]) -> None:
@@ -82,14 +90,15 @@ def run(spark: "SparkSession", cfg: Config, days: list[date]) -> None:
     missing = [d for d in days if not wh.has_partition("sessions", d)]
     if missing:
         raise WarehouseError(f"graphs: sessions has no partition for {[str(d) for d in missing[:5]]}; run sessionize first")
-    sessions = read_partitions(spark, wh, "sessions", days).persist()
+    sessions = read_partitions(spark, wh, "sessions", days)
+    rows_in = {r["dt"]: int(r["count"]) for r in sessions.groupBy("dt").count().collect()}
+    tables, cached = build_graphs(sessions, _vocab(spark, wh, "vocab/items", days[-1]),
+                                  _vocab(spark, wh, "vocab/users", days[-1]), cfg)
     try:
-        tables = build_graphs(sessions, _vocab(spark, wh, "vocab/items", days[-1]),
-                              _vocab(spark, wh, "vocab/users", days[-1]), cfg)
         stats = {name: write_daily(df, wh, name, days) for name, df in tables.items()}
-        rows_in = {r["dt"]: int(r["count"]) for r in sessions.groupBy("dt").count().collect()}
     finally:
-        sessions.unpersist()
+        for df in cached:
+            df.unpersist()
     for d in days:
         wh.write_stage_manifest(
             "graphs", d, rows_in=rows_in.get(d, 0), rows_out=int(stats["graphs/item_transitions"][d]["rows"]),

@@ -1,0 +1,216 @@
+"""ETL throughput on synthetic logs, and Spark's sessionization beside DuckDB's on the same Parquet.
+
+For each size (events), the script:
+
+1. writes synthetic logs (``pipelines.synthetic``; users and items scale with the size);
+2. runs the whole ETL with Spark (ingest -> clean -> sessionize -> sequences -> graphs) and
+   reports seconds per stage and events/s;
+3. runs the same sessionization and item-transition SQL (``sql/sessionize.sql``,
+   ``sql/item_transitions.sql``) over the same clean Parquet on Spark and on DuckDB (both
+   writing Parquet), checks that both engines give the same rows, and prints the time ratio;
+4. samples the resident memory of the whole process tree (Python + the Spark JVM) every
+   0.2 s and reports the peak.
+
+Each measurement is repeated ``--repeats`` times; medians are reported. Run:
+``python bench/etl.py --sizes 1000000,10000000 --repeats 3`` (about 30 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipelines import etl, ingest  # noqa: E402
+from pipelines.config import Config, SyntheticConfig  # noqa: E402
+from pipelines.sessionize import build_sessions  # noqa: E402
+from pipelines.spark import get_spark  # noqa: E402
+from pipelines.sqlfiles import duckdb_sql, spark_sql  # noqa: E402
+from pipelines.warehouse import Warehouse, daterange  # noqa: E402
+
+
+class PeakRSS:
+    """Peak resident memory of this process and all its children (the Spark JVM)."""
+
+    def __init__(self) -> None:
+        self.peak = self.peak_python = self.peak_children = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            try:
+                own = me.memory_info().rss
+                children = sum(c.memory_info().rss for c in me.children(recursive=True))
+                self.peak = max(self.peak, own + children)
+                self.peak_python = max(self.peak_python, own)
+                self.peak_children = max(self.peak_children, children)
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+
+    def __enter__(self) -> "PeakRSS":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def synthetic_for(n_events: int, days: int) -> SyntheticConfig:
+    return SyntheticConfig(seed=11, start_date=date(2024, 1, 1), days=days, events_per_day=n_events // days,
+                           users=max(1000, n_events // 50), items_per_domain=max(1000, n_events // 500))
+
+
+def run_etl(spark, cfg: Config, logs: Path) -> dict[str, float]:
+    """The whole ETL on a fresh warehouse; seconds per stage."""
+    shutil.rmtree(cfg.warehouse, ignore_errors=True)
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+    m = ingest.run(spark, cfg, source="synthetic", input_path=logs)
+    times["ingest"] = time.perf_counter() - t
+    days = [date.fromisoformat(d) for d in sorted(m["days"])]
+    etl.run(spark, cfg, days, progress=lambda name, sec: times.__setitem__(name, sec))
+    return times
+
+
+def spark_sessions_and_edges(spark, cfg: Config, out: Path) -> float:
+    """Sessionize the clean events and count item transitions with Spark; write both as Parquet."""
+    from pyspark.sql import functions as F
+
+    shutil.rmtree(out, ignore_errors=True)
+    t = time.perf_counter()
+    events = spark.read.parquet(str(Warehouse(cfg.warehouse).table("clean/events")))
+    build_sessions(spark, events, None, cfg).write.parquet(str(out / "sessions"))
+    weight = F.create_map(*[F.lit(x) for kv in cfg.graphs.event_weights.items() for x in kv])[F.col("event_type")]
+    spark.read.parquet(str(out / "sessions")).withColumn("weight", weight).createOrReplaceTempView("steps")
+    spark_sql(spark, "item_transitions", drop_self_loops=True).write.parquet(str(out / "transitions"))
+    return time.perf_counter() - t
+
+
+def duckdb_sessions_and_edges(cfg: Config, out: Path, threads: int) -> float:
+    """The same SQL text on DuckDB over the same clean Parquet."""
+    import duckdb
+
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    clean = Warehouse(cfg.warehouse).table("clean/events")
+    weights = ", ".join(f"'{k}': {v}" for k, v in cfg.graphs.event_weights.items())
+    t = time.perf_counter()
+    con = duckdb.connect()
+    con.execute(f"SET threads = {threads}")
+    con.execute(f"""CREATE VIEW events AS SELECT *, epoch_us(ts) AS ts_us, 0 AS is_carry,
+        CAST(NULL AS VARCHAR) AS carry_session_id, CAST(NULL AS INTEGER) AS carry_seq,
+        CAST(NULL AS BIGINT) AS carry_start_us
+        FROM read_parquet('{clean}/*/*.parquet', hive_partitioning = true)""")
+    params = {"gap_us": int(cfg.sessionize.gap_minutes * 60_000_000), "max_events": cfg.sessionize.max_events}
+    con.execute(f"COPY ({duckdb_sql('sessionize')}) TO '{out / 'sessions.parquet'}' (FORMAT parquet)", params)
+    con.execute(f"""CREATE VIEW steps AS SELECT *, MAP {{{weights}}}[event_type] AS weight
+                    FROM read_parquet('{out / 'sessions.parquet'}')""")
+    con.execute(f"COPY ({duckdb_sql('item_transitions')}) TO '{out / 'transitions.parquet'}' (FORMAT parquet)",
+                {"drop_self_loops": True})
+    seconds = time.perf_counter() - t
+    con.close()
+    return seconds
+
+
+def same_results(spark_out: Path, duck_out: Path) -> dict[str, object]:
+    """Row counts and an order-free digest of (event, session, position, previous item) in both engines."""
+    import duckdb
+
+    con = duckdb.connect()
+    digest = ("SELECT count(*), sum(hash(event_id, session_id, session_seq, prev_item_id)) FROM read_parquet('{}')")
+    s = con.execute(digest.format(f"{spark_out}/sessions/*.parquet")).fetchall()[0]
+    d = con.execute(digest.format(f"{duck_out}/sessions.parquet")).fetchall()[0]
+    edges = "SELECT count(*), sum(count), sum(hash(src_item_id, dst_item_id, count)) FROM read_parquet('{}')"
+    se = con.execute(edges.format(f"{spark_out}/transitions/*.parquet")).fetchall()[0]
+    de = con.execute(edges.format(f"{duck_out}/transitions.parquet")).fetchall()[0]
+    return {"sessions_equal": s == d, "edges_equal": se == de, "session_rows": s[0], "edges": se[0]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1000000,10000000", help="comma-separated event counts")
+    ap.add_argument("--days", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workdir", default=None, help="scratch folder (default: a temp folder, removed after)")
+    ap.add_argument("--json", dest="json_out", help="write the results here as JSON")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="seqrep-bench-"))
+    cfg = Config(warehouse=work / "wh")
+    spark = get_spark(cfg.spark)
+    results = []
+    try:
+        for n in sizes:
+            logs = work / f"logs-{n}"
+            shutil.rmtree(logs, ignore_errors=True)
+            # In a child process, so the generator's memory is not counted as the ETL's.
+            syn = synthetic_for(n, args.days)
+            subprocess.run([sys.executable, "-m", "pipelines.cli", "generate", "--out", str(logs),
+                            "--start", syn.start_date.isoformat(), "--days", str(syn.days),
+                            "--events-per-day", str(syn.events_per_day), "--users", str(syn.users),
+                            "--items-per-domain", str(syn.items_per_domain), "--seed", str(syn.seed)], check=True)
+            runs, spark_sql_s, duck_s, peaks = [], [], [], []
+            check = {}
+            for r in range(args.repeats):
+                with PeakRSS() as mem:
+                    runs.append(run_etl(spark, cfg, logs))
+                    spark_sql_s.append(spark_sessions_and_edges(spark, cfg, work / "spark-out"))
+                peaks.append(mem.peak)
+                duck_s.append(duckdb_sessions_and_edges(cfg, work / "duck-out", threads=os.cpu_count() or 2))
+                if r == 0:
+                    check = same_results(work / "spark-out", work / "duck-out")
+                total = sum(runs[-1].values())
+                print(f"[{n:,} events, run {r + 1}] etl {total:.1f}s ({n / total:,.0f} events/s) "
+                      f"{ {k: round(v, 1) for k, v in runs[-1].items()} }; sessionize+edges spark {spark_sql_s[-1]:.1f}s "
+                      f"duckdb {duck_s[-1]:.1f}s; peak RSS {mem.peak / 2**30:.2f} GiB "
+                      f"(python {mem.peak_python / 2**30:.2f}, JVM {mem.peak_children / 2**30:.2f})", flush=True)
+            med = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
+            total = statistics.median(sum(run.values()) for run in runs)
+            res = {
+                "events": n, "stages_s": med, "etl_s": total,
+                "events_per_s": n / total, "spark_sessionize_edges_s": statistics.median(spark_sql_s),
+                "duckdb_sessionize_edges_s": statistics.median(duck_s),
+                "spark_over_duckdb": statistics.median(spark_sql_s) / statistics.median(duck_s),
+                "peak_rss_gib": max(peaks) / 2**30, "repeats": args.repeats, **check,
+            }
+            results.append(res)
+            shutil.rmtree(logs, ignore_errors=True)
+    finally:
+        spark.stop()
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    print("\n| events | ETL s (median) | events/s | Spark sessionize+edges s | DuckDB s | Spark/DuckDB | peak RSS GiB | same rows |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |")
+    for r in results:
+        print(f"| {r['events']:,} | {r['etl_s']:.1f} | {r['events_per_s']:,.0f} | {r['spark_sessionize_edges_s']:.1f} | "
+              f"{r['duckdb_sessionize_edges_s']:.1f} | {r['spark_over_duckdb']:.2f} | {r['peak_rss_gib']:.2f} | "
+              f"{'yes' if r.get('sessions_equal') and r.get('edges_equal') else 'NO'} |")
+    if len(results) >= 2:
+        a, b = results[0], results[-1]
+        print(f"\n{b['events']:,} vs {a['events']:,} events: ETL time x{b['etl_s'] / a['etl_s']:.1f} "
+              f"for x{b['events'] / a['events']:.0f} the events")
+    print("stages (median s): " + "; ".join(f"{r['events']:,}: {json.dumps({k: round(v, 1) for k, v in r['stages_s'].items()})}"
+                                            for r in results))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
