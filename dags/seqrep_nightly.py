@@ -1,7 +1,10 @@
 """seqrep nightly: one day of behavior logs into the warehouse.
 
-ingest -> clean -> sessionize -> sequences -> graphs, each a Spark job submitted through the
-Spark provider for the run's data interval (the UTC day it covers). The Spark master comes from
+ingest -> gate_raw -> clean -> gate_clean -> sessionize -> gate_sessions -> sequences ->
+gate_sequences -> graphs -> gate_graphs: each a Spark job submitted through the Spark provider
+for the run's data interval (the UTC day it covers). A gate runs the stage's Great Expectations
+suite (``seqrep validate``); when it fails, the tasks after it do not run for that day, and
+earlier days' outputs stay as they were. Its results are in ``_gates/`` under the warehouse. The Spark master comes from
 the Airflow connection ``seqrep_spark`` (``local[*]`` by default, a cluster by configuration).
 Sessions, vocabularies and sequences continue from the previous day, so those tasks depend on
 their previous run and the DAG runs one day at a time.
@@ -62,15 +65,19 @@ with DAG(
 
     ingest = spark_task("ingest", ["ingest", "--date", DAY],
                         "Read the day's log (`ingest.input` of the config, `{date}` filled in) into raw/events/dt=D.")
-    clean = spark_task("clean", ["etl", "--date", DAY, "--stages", "clean"],
-                       "Split raw events into clean/events and quarantine/events (with a reason) for the day.")
-    sessionize = spark_task("sessionize", ["etl", "--date", DAY, "--stages", "sessionize"],
-                            "Gap-based sessions; continues sessions open at the previous midnight.",
-                            depends_on_past=True)
-    sequences = spark_task("sequences", ["etl", "--date", DAY, "--stages", "sequences"],
-                           "Vocabularies, per-user sequences as of the day, leave-one-out and temporal splits.",
-                           depends_on_past=True)
-    graphs = spark_task("graphs", ["etl", "--date", DAY, "--stages", "graphs"],
-                        "Item-transition and user-item edge lists with node tables for the day.")
-
-    ingest >> clean >> sessionize >> sequences >> graphs
+    chain = [ingest]
+    steps = [
+        ("clean", "raw", "Split raw events into clean/events and quarantine/events (with a reason) for the day.", False),
+        ("sessionize", "clean", "Gap-based sessions; continues sessions open at the previous midnight.", True),
+        ("sequences", "sessions", "Vocabularies, per-user sequences as of the day, leave-one-out and temporal splits.", True),
+        ("graphs", "sequences", "Item-transition and user-item edge lists with node tables for the day.", False),
+    ]
+    for stage, gate_before, doc, carries_state in steps:
+        chain.append(spark_task(f"gate_{gate_before}", ["validate", "--stage", gate_before, "--date", DAY],
+                                f"Quality gate on the {gate_before} output (Great Expectations)."))
+        chain.append(spark_task(stage, ["etl", "--date", DAY, "--stages", stage, "--no-gates"], doc,
+                                depends_on_past=carries_state))
+    chain.append(spark_task("gate_graphs", ["validate", "--stage", "graphs", "--date", DAY],
+                            "Quality gate on the graphs output (Great Expectations)."))
+    for upstream, downstream in zip(chain, chain[1:]):
+        upstream >> downstream

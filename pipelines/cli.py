@@ -50,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--to", dest="end", type=_date, help="last day of the range (inclusive)")
     s.add_argument("--stages", default="clean,sessionize,sequences,graphs",
                    help="comma-separated subset, in order (default: all)")
+    s.add_argument("--no-gates", action="store_true", help="skip the quality gates (the DAG runs them as tasks)")
+
+    s = sub.add_parser("validate", parents=[common], help="run a quality gate by hand and print its summary")
+    s.add_argument("--stage", required=True, help="raw, clean, sessions (or sessionize), sequences, graphs")
+    when = s.add_mutually_exclusive_group(required=True)
+    when.add_argument("--date", type=_date)
+    when.add_argument("--from", dest="start", type=_date, help="first day of a range (with --to)")
+    s.add_argument("--to", dest="end", type=_date)
 
     s = sub.add_parser("generate", parents=[common], help="write synthetic raw logs (Parquet, one folder per day)")
     s.add_argument("--out", required=True, help="output folder")
@@ -112,9 +120,27 @@ def cmd_etl(args: argparse.Namespace) -> None:
     days = _days(args, Warehouse(cfg.warehouse))
     spark = get_spark(cfg.spark)
     print(f"etl {days[0]} .. {days[-1]} ({len(days)} day(s)) in {Path(cfg.warehouse).resolve()}")
-    etl.run(spark, cfg, days, stages, progress=lambda name, sec: print(f"  {name:<11} {sec:7.1f}s", flush=True))
+    etl.run(spark, cfg, days, stages, gates=False if args.no_gates else None,
+            progress=lambda name, sec: print(f"  {name:<15} {sec:7.1f}s", flush=True))
     if set(stages) == set(etl.STAGES):
         print_summary(cfg, days)
+
+
+def cmd_validate(args: argparse.Namespace) -> None:
+    from pipelines.gates import AFTER_STAGE, GATES, GateFailed, run_gate
+    from pipelines.spark import get_spark
+
+    gate = AFTER_STAGE.get(args.stage, args.stage)
+    if gate not in GATES:
+        raise UsageError(f"unknown stage {args.stage!r}; choose from {list(GATES)}")
+    cfg = _config(args)
+    days = _days(args, Warehouse(cfg.warehouse))
+    try:
+        report = run_gate(get_spark(cfg.spark), cfg, gate, days)
+    except GateFailed as exc:
+        print(exc)
+        raise SystemExit(1) from None
+    print(report.summary())
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -192,15 +218,19 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(_config(args))
 
 
-COMMANDS = {"ingest": cmd_ingest, "etl": cmd_etl, "generate": cmd_generate, "summary": cmd_summary, "demo": cmd_demo}
+COMMANDS = {"ingest": cmd_ingest, "etl": cmd_etl, "validate": cmd_validate, "generate": cmd_generate, "summary": cmd_summary, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from pipelines.gates import GateFailed
     from pipelines.ingest import InputError
 
     try:
         COMMANDS[args.command](args)
+    except GateFailed as exc:
+        print(f"seqrep {args.command}: stopped by a quality gate\n{exc}", file=sys.stderr)
+        return 1
     except (ConfigError, InputError, WarehouseError, UsageError, AccountingError, FileNotFoundError) as exc:
         print(f"seqrep {args.command}: error: {exc}", file=sys.stderr)
         return 2

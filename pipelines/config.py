@@ -98,6 +98,21 @@ class GraphsConfig(_Section):
     drop_self_loops: bool = True
 
 
+class GatesConfig(_Section):
+    """Quality gates (``pipelines/gates.py``) between the ETL stages."""
+
+    #: Run each stage's gate after it in ``seqrep etl`` (the DAG runs them as their own tasks).
+    enabled: bool = True
+    #: Drift against the previous day: ``warn`` records it, ``fail`` stops the day.
+    drift: Literal["warn", "fail"] = "warn"
+    #: Today's rows over yesterday's outside [1/x, x] is drift.
+    max_row_change: float = Field(5.0, gt=1.0)
+    #: Share of a day's raw rows quarantined by clean.
+    max_quarantine_share: float = Field(0.2, ge=0.0, le=1.0)
+    #: Items first seen on a day, as a share of the items active that day.
+    max_new_item_rate: float = Field(0.5, ge=0.0, le=1.0)
+
+
 class SyntheticConfig(_Section):
     seed: int = 7
     start_date: date = date(2024, 1, 1)
@@ -120,6 +135,7 @@ class Config(_Section):
     sessionize: SessionizeConfig = SessionizeConfig()
     sequences: SequencesConfig = SequencesConfig()
     graphs: GraphsConfig = GraphsConfig()
+    gates: GatesConfig = GatesConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
 
     @model_validator(mode="after")

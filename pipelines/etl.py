@@ -1,7 +1,9 @@
 """The ETL: clean -> sessionize -> sequences -> graphs for a day or a range of days.
 
 A range runs each stage once over all its days (one Spark application, one pass per stage)
-and gives the same rows as running the days one by one.
+and gives the same rows as running the days one by one. With ``gates.enabled`` the raw gate
+runs before clean and each stage's gate after it (``pipelines/gates.py``): a failed gate stops
+the run before the next stage reads the bad output.
 """
 
 from __future__ import annotations
@@ -27,11 +29,25 @@ STAGES: dict[str, Stage] = {
 
 def run(
     spark: "SparkSession", cfg: Config, days: list[date], stages: list[str] | None = None,
-    progress: Callable[[str, float], None] | None = None,
+    progress: Callable[[str, float], None] | None = None, gates: bool | None = None,
 ) -> None:
-    """Run ``stages`` (default: all, in order) for ``days``; ``progress(stage, seconds)`` after each."""
-    for name in stages or list(STAGES):
+    """Run ``stages`` (default: all, in order) for ``days``; ``progress(step, seconds)`` after each.
+
+    ``gates`` (default ``cfg.gates.enabled``) runs the quality gates around the stages.
+    """
+    from pipelines.gates import AFTER_STAGE, run_gate
+
+    gates = cfg.gates.enabled if gates is None else gates
+
+    def step(name: str, fn: Callable[[], object]) -> None:
         t0 = time.perf_counter()
-        STAGES[name](spark, cfg, days)
+        fn()
         if progress is not None:
             progress(name, time.perf_counter() - t0)
+
+    for name in stages or list(STAGES):
+        if gates and name == "clean":
+            step("gate raw", lambda: run_gate(spark, cfg, "raw", days))
+        step(name, lambda: STAGES[name](spark, cfg, days))
+        if gates:
+            step(f"gate {AFTER_STAGE[name]}", lambda: run_gate(spark, cfg, AFTER_STAGE[name], days))

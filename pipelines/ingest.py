@@ -345,16 +345,21 @@ def lastfm(spark: "SparkSession", path: Path, cfg: IngestConfig) -> Parsed:
     return Parsed(events, items, files, notes)
 
 
-def _check_parquet_files(files: list[Path], needed: dict[str, str]) -> dict[str, Any]:
-    """Read every file's footer: corrupt files, missing columns and mixed types are clear errors."""
+def _check_parquet_files(files: list[Path], needed: dict[str, str]) -> tuple[dict[str, Any], set[str]]:
+    """Read every file's footer: corrupt files, missing columns and mixed types are clear errors.
+
+    Returns the type of each needed column and the names of all columns seen.
+    """
     import pyarrow.parquet as pq
 
     types: dict[str, tuple[Any, Path]] = {}
+    seen: set[str] = set()
     for f in files:
         try:
             schema = pq.read_schema(f)
         except Exception as exc:  # pyarrow raises several types for a damaged footer
             raise InputError(f"parquet: {f} is not a readable Parquet file ({type(exc).__name__}: {exc})") from None
+        seen.update(schema.names)
         for canon, col in needed.items():
             if col not in schema.names:
                 raise InputError(
@@ -365,7 +370,7 @@ def _check_parquet_files(files: list[Path], needed: dict[str, str]) -> dict[str,
                     f"parquet: column {col!r} has type {types[col][0]} in {types[col][1]} but {t} in {f}; "
                     "cast it to one type in the source")
             types.setdefault(col, (t, f))
-    return {c: t for c, (t, _) in types.items()}
+    return {c: t for c, (t, _) in types.items()}, seen
 
 
 @adapter("parquet")
@@ -388,7 +393,8 @@ def parquet(spark: "SparkSession", path: Path, cfg: IngestConfig) -> Parsed:
     if unknown:
         raise InputError(f"parquet: ingest.columns maps unknown canonical names {sorted(unknown)}")
     files = _files(path, "parquet", (".parquet", ".parq"))
-    types = _check_parquet_files(files, mapping)
+    types, seen = _check_parquet_files(files, mapping)
+    ignored = sorted(seen - set(mapping.values()))
     df = spark.read.parquet(*[str(f) for f in files]).withColumn("source_file", F.input_file_name())
     df = df.withColumn("raw", F.to_json(F.struct(*[F.col(c) for c in dict.fromkeys(mapping.values())])))
 
@@ -408,28 +414,38 @@ def parquet(spark: "SparkSession", path: Path, cfg: IngestConfig) -> Parsed:
     if "value" in mapping:
         value, v_err = _number(F.col(mapping["value"]), "value")
         errors.append(v_err)
-    kind = F.col(mapping["event_type"]).cast("string")
+    def text(canon: str) -> "Column":
+        """A string column; binary ids are decoded as UTF-8, and bytes that are not UTF-8 are a row fault."""
+        col = F.col(mapping[canon])
+        if not pa.types.is_binary(types[mapping[canon]]) and not pa.types.is_large_binary(types[mapping[canon]]):
+            return col.cast("string")
+        decoded = F.try_validate_utf8(col.cast("string"))
+        errors.append(F.when(col.isNotNull() & decoded.isNull(),
+                             F.concat(F.lit(f"{canon}: not valid UTF-8: "), F.lower(F.hex(col)))))
+        return decoded
+
+    kind = text("event_type")
     if cfg.event_type_map:
         kind = F.coalesce(F.create_map(*[F.lit(x) for kv in cfg.event_type_map.items() for x in kv])[kind], kind)
     events = _events(
-        df, user=F.col(mapping["user_id"]), item=F.col(mapping["item_id"]), event_type=kind, ts=ts,
-        domain=F.col(mapping["domain"]) if "domain" in mapping else F.lit(cfg.domain),
-        value=value, session_hint=F.col(mapping["session_hint"]) if "session_hint" in mapping else None,
-        event_id=F.col(mapping["event_id"]).cast("string") if "event_id" in mapping else None, errors=errors,
+        df, user=text("user_id"), item=text("item_id"), event_type=kind, ts=ts,
+        domain=text("domain") if "domain" in mapping else F.lit(cfg.domain),
+        value=value, session_hint=text("session_hint") if "session_hint" in mapping else None,
+        event_id=text("event_id") if "event_id" in mapping else None, errors=errors,
     )
     items = None
     if cfg.items:
         items_path = Path(cfg.items).expanduser()
         items = _parquet_items(spark, _files(items_path, "parquet items", (".parquet",)), cfg)
         files += list(iter_files(items_path, (".parquet",)))
-    return Parsed(events, items, files, {"columns": mapping})
+    return Parsed(events, items, files, {"columns": mapping, "ignored_columns": ignored})
 
 
 def _parquet_items(spark: "SparkSession", files: list[Path], cfg: IngestConfig) -> "DataFrame":
     """Item metadata Parquet (``ingest.items``): item_id, and optionally domain, title, category."""
     from pyspark.sql import functions as F
 
-    _check_parquet_files(files, {"item_id": "item_id"})
+    _check_parquet_files(files, {"item_id": "item_id"})  # readable, with an item_id
     df = spark.read.parquet(*[str(f) for f in files])
     dom = F.col("domain") if "domain" in df.columns else F.lit(cfg.domain)
     cat = F.col("category") if "category" in df.columns else F.lit(None).cast("string")

@@ -25,9 +25,8 @@ def get_spark(cfg: SparkConfig) -> "SparkSession":
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # host name does not resolve to loopback
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    # glibc gives each JVM thread its own malloc arena; capping them, and the JVM's direct buffers,
-    # keeps the driver's resident memory near its heap (bench/etl.py, 10M events: peak 9.6 GiB
-    # without the two settings, 6.6 GiB with them).
+    # glibc gives each JVM thread its own malloc arena; capping them, and the JVM's direct
+    # buffers (spark.max_direct_memory), keeps the driver's memory near heap + 1-2 GB.
     os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     from pyspark.sql import SparkSession
 

@@ -76,3 +76,22 @@ def events_df(spark, rows: list[dict]):
             "dt": r.get("dt", t.date()),
         })
     return spark.createDataFrame(out, EVENT)
+
+
+def all_raw_days(wh) -> list:
+    return sorted({d for p in wh.table("raw/events").glob("source=*") for d in wh.partition_dates(str(p.relative_to(wh.root)))})
+
+
+@pytest.fixture(scope="session")
+def taobao_wh(spark, data_dir, tmp_path_factory):
+    """The Taobao sample through ingest and the whole ETL (gates on), with its official window."""
+    from pipelines import etl, ingest
+    from pipelines.config import load_config
+    from pipelines.warehouse import Warehouse
+
+    csv = data_dir("taobao-userbehavior-sample") / "UserBehavior.sample.csv"
+    cfg = load_config(ROOT / "configs" / "taobao.yaml", warehouse=tmp_path_factory.mktemp("tb") / "wh")
+    ingest.run(spark, cfg, source="taobao", input_path=csv)
+    wh = Warehouse(cfg.warehouse)
+    etl.run(spark, cfg, all_raw_days(wh))
+    return cfg

@@ -6,6 +6,7 @@ import json
 from datetime import date
 
 import pytest
+from conftest import all_raw_days
 
 from pipelines import etl, ingest
 from pipelines.cli import main
@@ -19,11 +20,6 @@ CONFIGS = PROJECT_ROOT / "configs"
 def _manifests(wh: Warehouse, stage: str) -> list[dict]:
     folder = wh.root / "_manifests" / f"stage={stage}"
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
-
-
-def _all_days(wh: Warehouse) -> list[date]:
-    return sorted({d for p in wh.table("raw/events").glob("source=*")
-                   for d in wh.partition_dates(str(p.relative_to(wh.root)))})
 
 
 @pytest.fixture(scope="module")
@@ -85,14 +81,13 @@ def test_movielens_item_metadata_is_decoded(spark, movielens):
 def _bulk(spark, cfg, source, path):
     ingest.run(spark, cfg, source=source, input_path=path)
     wh = Warehouse(cfg.warehouse)
-    etl.run(spark, cfg, _all_days(wh))
+    etl.run(spark, cfg, all_raw_days(wh))
     return wh
 
 
 @pytest.fixture(scope="module")
-def taobao(spark, data_dir, tmp_path_factory):
-    cfg = load_config(CONFIGS / "taobao.yaml", warehouse=tmp_path_factory.mktemp("tb") / "wh")
-    return _bulk(spark, cfg, "taobao", data_dir("taobao-userbehavior-sample") / "UserBehavior.sample.csv")
+def taobao(taobao_wh):
+    return Warehouse(taobao_wh.warehouse)
 
 
 def test_taobao_out_of_window_events_are_quarantined(spark, taobao):
