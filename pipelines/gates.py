@@ -186,15 +186,16 @@ def _counts(df: "DataFrame", days: list[date]) -> dict[date, int]:
     return {d: got.get(d, 0) for d in days}
 
 
-def _drift(cfg: Config, spark, wh: Warehouse, stage: str, days: list[date], today: dict[date, dict[str, float]],
-           bounds: dict[str, tuple[float | None, float | None]]) -> Frame | None:
-    """Day-over-day change of some numbers, against the previous day's manifest (or the range)."""
+def _drift(cfg: Config, spark, stage: str, days: list[date], today: dict[date, dict[str, float]],
+           bounds: dict[str, tuple[float | None, float | None]],
+           previous: Callable[[date], dict[str, float]]) -> Frame | None:
+    """Day-over-day change of some numbers, against the previous day (in the range, or ``previous(day)``)."""
     from great_expectations import expectations as gxe
 
     severity = CRITICAL if cfg.gates.drift == "fail" else WARNING
     rows = []
     for d in days:
-        prev = today.get(d - timedelta(days=1)) or _manifest_numbers(wh, stage, d - timedelta(days=1))
+        prev = today.get(d - timedelta(days=1)) or previous(d - timedelta(days=1))
         if not prev:
             continue
         row = {"dt": d.isoformat(), **today[d]}
@@ -232,7 +233,10 @@ def raw_frames(spark: "SparkSession", cfg: Config, days: list[date]) -> list[Fra
     schema = EVENT.__class__([*EVENT.fields[:-1], StructField("parse_error", StringType()), EVENT.fields[-1]])
     frames = [Frame("raw/events", raw, [*_columns(schema, extra=("source",)), *_not_null("event_id", "dt")])]
     # Rows = what ingest wrote, by source and day (bulk manifests list their days).
-    counted = {(r["source"], r["dt"]): int(r["count"]) for r in raw.groupBy("source", "dt").count().collect()}
+    # Every (source, day) partition, empty ones included.
+    counted = {(p.split("source=")[1].split("/")[0], date.fromisoformat(p.rsplit("dt=", 1)[1])): 0
+               for p in raw_paths(wh, days)}
+    counted.update({(r["source"], r["dt"]): int(r["count"]) for r in raw.groupBy("source", "dt").count().collect()})
     rows = []
     for (source, d), n in sorted(counted.items()):
         m = wh.read_manifest("ingest", f"source={source}/dt={d.isoformat()}") or wh.read_manifest("ingest", f"source={source}")
@@ -240,7 +244,12 @@ def raw_frames(spark: "SparkSession", cfg: Config, days: list[date]) -> list[Fra
         rows.append({"source": source, "dt": d.isoformat(), "rows": n, "ingested": int(written)})
     frames.append(_accounting("raw accounting", spark, rows, [("rows", "ingested")]))
     totals = {d: {"rows": float(sum(n for (_, dd), n in counted.items() if dd == d))} for d in days}
-    drift = _drift(cfg, spark, wh, "raw", days, totals, {"row_change": (1 / cfg.gates.max_row_change, cfg.gates.max_row_change)})
+
+    def previous(d: date) -> dict[str, float]:
+        return {"rows": float(read_raw(spark, wh, [d]).count())} if raw_paths(wh, [d]) else {}
+
+    drift = _drift(cfg, spark, "raw", days, totals,
+                   {"row_change": (1 / cfg.gates.max_row_change, cfg.gates.max_row_change)}, previous)
     return frames + ([drift] if drift else [])
 
 
@@ -284,9 +293,9 @@ def clean_frames(spark: "SparkSession", cfg: Config, days: list[date]) -> list[F
     frames.append(_accounting("clean accounting", spark, rows, [
         ("raw_rows", "rows_in"), ("clean_rows", "rows_out"), ("quarantined_rows", "rows_quarantined"),
         ("raw_rows", "out_plus_quarantined")]))
-    drift = _drift(cfg, spark, wh, "clean", days, numbers, {
+    drift = _drift(cfg, spark, "clean", days, numbers, {
         "row_change": (1 / cfg.gates.max_row_change, cfg.gates.max_row_change),
-        "quarantine_share": (None, cfg.gates.max_quarantine_share)})
+        "quarantine_share": (None, cfg.gates.max_quarantine_share)}, lambda d: _manifest_numbers(wh, "clean", d))
     return frames + ([drift] if drift else [])
 
 
