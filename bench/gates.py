@@ -1,0 +1,87 @@
+"""Quality-gate overhead: each gate's time beside its stage's time, on one synthetic day.
+
+Generates one day of synthetic logs (default 10M events), ingests it, then for each repeat runs
+every ETL stage with gates off (timed) followed by its gate (timed), and prints the median
+seconds and the gate's share of its stage (target: at most 20%). The raw gate is compared with
+ingest. Run: ``python bench/gates.py --events 10000000 --repeats 3``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from etl import synthetic_for  # noqa: E402  (bench/etl.py)
+
+from pipelines import etl as etl_stages  # noqa: E402
+from pipelines import ingest  # noqa: E402
+from pipelines.config import Config  # noqa: E402
+from pipelines.gates import AFTER_STAGE, run_gate  # noqa: E402
+from pipelines.spark import get_spark  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=10_000_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", dest="json_out")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="seqrep-gates-"))
+    syn = synthetic_for(args.events, days=1)
+    logs = work / "logs"
+    subprocess.run([sys.executable, "-m", "pipelines.cli", "generate", "--out", str(logs), "--start",
+                    syn.start_date.isoformat(), "--days", "1", "--events-per-day", str(syn.events_per_day),
+                    "--users", str(syn.users), "--items-per-domain", str(syn.items_per_domain), "--seed", str(syn.seed)],
+                   check=True)
+    cfg = Config(warehouse=work / "wh")
+    spark = get_spark(cfg.spark)
+    day = date.fromisoformat(next(logs.glob("dt=*")).name[3:])
+    times: dict[str, list[float]] = {}
+    try:
+        for r in range(args.repeats):
+            shutil.rmtree(cfg.warehouse, ignore_errors=True)
+            t = time.perf_counter()
+            m = ingest.run(spark, cfg, source="synthetic", input_path=logs / f"dt={day}", day=day)
+            times.setdefault("ingest", []).append(time.perf_counter() - t)
+            t = time.perf_counter()
+            run_gate(spark, cfg, "raw", [day])
+            times.setdefault("gate raw", []).append(time.perf_counter() - t)
+            for stage in etl_stages.STAGES:
+                t = time.perf_counter()
+                etl_stages.run(spark, cfg, [day], [stage], gates=False)
+                times.setdefault(stage, []).append(time.perf_counter() - t)
+                t = time.perf_counter()
+                report = run_gate(spark, cfg, AFTER_STAGE[stage], [day])
+                times.setdefault(f"gate {AFTER_STAGE[stage]}", []).append(time.perf_counter() - t)
+                assert report.passed
+            print(f"[run {r + 1}] " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items()), flush=True)
+    finally:
+        spark.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    rows = [("ingest", "raw")] + [(s, AFTER_STAGE[s]) for s in etl_stages.STAGES]
+    print(f"\n{m['rows_in']:,} events in one day, median of {args.repeats} run(s)\n")
+    print("| stage | stage s | gate | gate s | gate / stage |")
+    print("| --- | ---: | --- | ---: | ---: |")
+    for stage, gate in rows:
+        print(f"| {stage} | {med[stage]:.1f} | {gate} | {med['gate ' + gate]:.1f} | {med['gate ' + gate] / med[stage]:.0%} |")
+    total_stage = sum(med[s] for s, _ in rows)
+    total_gate = sum(med["gate " + g] for _, g in rows)
+    print(f"| all | {total_stage:.1f} | all | {total_gate:.1f} | {total_gate / total_stage:.0%} |")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"events": m["rows_in"], "median_s": med, "runs": times}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
