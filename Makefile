@@ -20,8 +20,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@echo "installing into $(VENV) (first time: about 2-3 minutes)"
 	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock $(PIP_QUIET)
 	@$(PY) -m pip install -q --disable-pip-version-check --no-deps -e . $(PIP_QUIET)
-	@$(PY) -c "import torch; v = torch.__version__; print('torch', v); \
-	  import sys; sys.exit(0 if ('+cpu' in v or torch.cuda.is_available() or torch.version.cuda) else 0)"
+	@$(PY) -c "import torch, pyspark; print('installed: torch', torch.__version__, '| pyspark', pyspark.__version__)"
 	@touch $@
 
 demo: install

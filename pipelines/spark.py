@@ -46,6 +46,8 @@ def get_spark(cfg: SparkConfig) -> "SparkSession":
         # Daily partitions are many small folders: list them in the driver, not with a Spark job.
         "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000",
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
+        # Small pandas frames (gate metrics) go to the JVM as Arrow, without starting Python workers.
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
         **cfg.conf,
     }
     for key, value in settings.items():
