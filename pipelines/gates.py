@@ -41,6 +41,7 @@ from pipelines.config import Config
 from pipelines.warehouse import Warehouse, WarehouseError
 
 if TYPE_CHECKING:
+    import pandas as pd
     from great_expectations.expectations import Expectation
     from pyspark.sql import DataFrame, SparkSession
 
@@ -56,7 +57,7 @@ class Frame:
     """One DataFrame to validate and the expectations it must meet."""
 
     name: str
-    df: "DataFrame"
+    df: "DataFrame | pd.DataFrame"  # a table (Spark) or per-day numbers (pandas)
     expectations: list[tuple["Expectation", str]]  # (expectation, severity)
 
 
@@ -89,7 +90,8 @@ class Outcome:
 
 @cache
 def _gx():
-    """One ephemeral GX context per process, with a Spark data source whose batches we persist ourselves."""
+    """One ephemeral GX context per process: a Spark data source for the tables (validated where
+    they are, never collected) and a pandas one for the few-row frames of per-day numbers."""
     import logging
 
     import great_expectations as gx
@@ -97,9 +99,10 @@ def _gx():
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
-    source = context.data_sources.add_spark(name="seqrep", persist=False)
-    asset = source.add_dataframe_asset(name="frame")
-    return gx, context, asset.add_batch_definition_whole_dataframe("whole")
+    spark = context.data_sources.add_spark(name="seqrep", persist=False).add_dataframe_asset(name="frame")
+    pandas = context.data_sources.add_pandas(name="seqrep-numbers").add_dataframe_asset(name="numbers")
+    return gx, context, {"spark": spark.add_batch_definition_whole_dataframe("whole"),
+                         "pandas": pandas.add_batch_definition_whole_dataframe("whole")}
 
 
 def validate(frames: list[Frame]) -> list[Outcome]:
@@ -108,12 +111,15 @@ def validate(frames: list[Frame]) -> list[Outcome]:
     A first pass asks GX for pass/fail only, which it computes as a few bundled aggregations over
     the frame; only expectations that failed are run again for their counts and sample values.
     """
-    gx, context, batch_definition = _gx()
+    import pandas as pd
+
+    gx, context, batch_definitions = _gx()
     outcomes: list[Outcome] = []
     for frame in frames:
         for i, (exp, severity) in enumerate(frame.expectations):
             exp.meta = {**(exp.meta or {}), "seqrep_severity": severity, "seqrep_id": i}
-        batch = batch_definition.get_batch(batch_parameters={"dataframe": frame.df})
+        kind = "pandas" if isinstance(frame.df, pd.DataFrame) else "spark"
+        batch = batch_definitions[kind].get_batch(batch_parameters={"dataframe": frame.df})
         suite = gx.ExpectationSuite(name=f"seqrep-{frame.name}", expectations=[e for e, _ in frame.expectations])
         results = batch.validate(suite, result_format="BOOLEAN_ONLY").results
         passed = {r.expectation_config.meta["seqrep_id"] for r in results if r.success}
@@ -182,11 +188,12 @@ def _unique(name: str, df: "DataFrame", column: str) -> Frame:
     return Frame(name, df.select(column), [(gxe.ExpectColumnValuesToBeUnique(column=column), CRITICAL)])
 
 
-def _metrics_frame(spark: "SparkSession", rows: list[dict[str, Any]]) -> "DataFrame":
-    """Per-day numbers (counts from the data, numbers from the manifests) as a small DataFrame."""
+def _metrics_frame(spark: "SparkSession", rows: list[dict[str, Any]]) -> "pd.DataFrame":
+    """Per-day numbers (counts from the data, numbers from the manifests): a row per day, so a
+    pandas frame (a Spark one would cost a job per expectation for a handful of rows)."""
     import pandas as pd
 
-    return spark.createDataFrame(pd.DataFrame(rows))
+    return pd.DataFrame(rows)
 
 
 def _accounting(name: str, spark, rows: list[dict[str, Any]], pairs: list[tuple[str, str]]) -> Frame:
@@ -196,9 +203,18 @@ def _accounting(name: str, spark, rows: list[dict[str, Any]], pairs: list[tuple[
                  [(gxe.ExpectColumnPairValuesToBeEqual(column_A=a, column_B=b), CRITICAL) for a, b in pairs])
 
 
-def _counts(df: "DataFrame", days: list[date]) -> dict[date, int]:
-    got = {r["dt"]: int(r["count"]) for r in df.groupBy("dt").count().collect()}
-    return {d: got.get(d, 0) for d in days}
+def _rows(wh: Warehouse, table: str, days: list[date]) -> dict[date, int]:
+    """Rows per day of ``table`` (``source=*/`` levels included) from the Parquet footers of the
+    files Spark would read: exact, and no Spark job for a number the files already state."""
+    import pyarrow.parquet as pq
+
+    base = wh.table(table)
+    out = {}
+    for d in days:
+        files = [f for f in base.glob(f"**/dt={d.isoformat()}/*")
+                 if f.is_file() and not f.name.startswith(("_", ".")) and f.suffix == ".parquet"]
+        out[d] = sum(pq.read_metadata(f).num_rows for f in files)
+    return out
 
 
 def _drift(cfg: Config, spark, stage: str, days: list[date], today: dict[date, dict[str, float]],
@@ -249,9 +265,10 @@ def raw_frames(spark: "SparkSession", cfg: Config, days: list[date]) -> list[Fra
     frames = [Frame("raw/events", raw, [*_columns(schema, extra=("source",)), *_not_null("event_id", "dt")])]
     # Rows = what ingest wrote, by source and day (bulk manifests list their days).
     # Every (source, day) partition, empty ones included.
-    counted = {(p.split("source=")[1].split("/")[0], date.fromisoformat(p.rsplit("dt=", 1)[1])): 0
-               for p in raw_paths(wh, days)}
-    counted.update({(r["source"], r["dt"]): int(r["count"]) for r in raw.groupBy("source", "dt").count().collect()})
+    sources = sorted({p.split("source=")[1].split("/")[0] for p in raw_paths(wh, days)})
+    counted = {(source, d): n for source in sources
+               for d, n in _rows(wh, f"raw/events/source={source}", days).items()
+               if wh.has_partition(f"raw/events/source={source}", d)}
     rows = []
     for (source, d), n in sorted(counted.items()):
         m = wh.read_manifest("ingest", f"source={source}/dt={d.isoformat()}") or wh.read_manifest("ingest", f"source={source}")
@@ -261,7 +278,7 @@ def raw_frames(spark: "SparkSession", cfg: Config, days: list[date]) -> list[Fra
     totals = {d: {"rows": float(sum(n for (_, dd), n in counted.items() if dd == d))} for d in days}
 
     def previous(d: date) -> dict[str, float]:
-        return {"rows": float(read_raw(spark, wh, [d]).count())} if raw_paths(wh, [d]) else {}
+        return {"rows": float(sum(_rows(wh, "raw/events", [d]).values()))} if raw_paths(wh, [d]) else {}
 
     drift = _drift(cfg, spark, "raw", days, totals,
                    {"row_change": (1 / cfg.gates.max_row_change, cfg.gates.max_row_change)}, previous)
@@ -295,9 +312,7 @@ def clean_frames(spark: "SparkSession", cfg: Config, days: list[date]) -> list[F
             (gxe.ExpectColumnValuesToBeInSet(column="reason", value_set=list(REASONS)), CRITICAL),
         ]),
     ]
-    raw_n = _counts(read_raw(spark, wh, days), days)
-    clean_n = _counts(clean, days)
-    q_n = _counts(_read(spark, wh, "quarantine/events", days), days)
+    raw_n, clean_n, q_n = (_rows(wh, t, days) for t in ("raw/events", "clean/events", "quarantine/events"))
     rows, numbers = [], {}
     for d in days:
         m = wh.read_manifest("clean", f"dt={d.isoformat()}") or {}
@@ -325,7 +340,7 @@ def sessions_frames(spark: "SparkSession", cfg: Config, days: list[date]) -> lis
     gap_s = cfg.sessionize.gap_minutes * 60
     checked = s.withColumn("first_xor_prev", (F.col("session_seq") == 1) == F.col("prev_item_id").isNull())
     rows = [{"dt": d.isoformat(), "session_rows": n, "clean_rows": c}
-            for (d, n), c in zip(_counts(s, days).items(), _counts(_read(spark, wh, "clean/events", days), days).values())]
+            for (d, n), c in zip(_rows(wh, "sessions", days).items(), _rows(wh, "clean/events", days).values())]
     return [
         Frame("sessions", checked, [
             *_columns(SESSION_EVENT, extra=("first_xor_prev",)),
