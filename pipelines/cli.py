@@ -73,6 +73,20 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--to", dest="end", type=_date)
 
     sub.add_parser("demo", parents=[common], help="generate logs and run the nightly DAG on them (Airflow, Spark)")
+
+    sub.add_parser("methods", parents=[common], help="list the representation methods and their config files")
+
+    for name, text in (("train", "train a method on the sequences as of a day, then evaluate it"),
+                       ("evaluate", "full-ranking HR/NDCG/MRR of trained methods as of a day")):
+        s = sub.add_parser(name, parents=[common], help=text)
+        s.add_argument("--method", required=True,
+                       help="a name from `seqrep methods`" + ("" if name == "train" else "; several: pop,markov,sasrec"))
+        s.add_argument("--date", type=_date, help="data as of this day (default: the last day with sequences)")
+        s.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override a method setting, e.g. --set model.dim=128 --set train.seed=1 (repeatable)")
+        s.add_argument("--json", action="store_true", help="print the metrics rows as JSON")
+        if name == "train":
+            s.add_argument("--resume", action="store_true", help="continue an interrupted run of this configuration")
     return p
 
 
@@ -218,7 +232,51 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(_config(args))
 
 
-COMMANDS = {"ingest": cmd_ingest, "etl": cmd_etl, "validate": cmd_validate, "generate": cmd_generate, "summary": cmd_summary, "demo": cmd_demo}
+def cmd_methods(args: argparse.Namespace) -> None:
+    from models.registry import CONFIG_DIR, FAMILIES, METHODS
+
+    for name, cls in METHODS.items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"{name:<10} {FAMILIES[name]:<12} {doc}  [{(CONFIG_DIR / (name + '.yaml')).relative_to(CONFIG_DIR.parent.parent)}]")
+
+
+def _print_metrics(rows: list[dict], as_json: bool) -> None:
+    import json
+
+    from models.evaluate import format_table
+
+    if as_json:
+        print(json.dumps(rows, default=str, indent=1))
+        return
+    for split in ("valid", "test"):
+        part = [r for r in rows if r["split"] == split]
+        if part:
+            print(f"\n{split} ({part[0]['protocol']}, full ranking, {part[0]['users']:,} users, as of {part[0]['dt']})")
+            print(format_table(part))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from models.run import resolve_day, train_method
+
+    cfg = _config(args)
+    day = resolve_day(cfg, args.date)
+    echo = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else print
+    result, rows = train_method(cfg, args.method, day, sets=args.sets, resume=args.resume, echo=echo)
+    echo(f"trained {args.method} in {result.seconds:.1f}s, {result.epochs} epoch(s), best at {result.best_epoch}: "
+         f"{result.folder}")
+    _print_metrics(rows, args.json)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from models.run import evaluate_methods, resolve_day
+
+    cfg = _config(args)
+    names = [m.strip() for m in args.method.split(",") if m.strip()]
+    rows = evaluate_methods(cfg, names, resolve_day(cfg, args.date), sets=args.sets)
+    _print_metrics(rows, args.json)
+
+
+COMMANDS = {"methods": cmd_methods, "train": cmd_train, "evaluate": cmd_evaluate, "ingest": cmd_ingest, "etl": cmd_etl, "validate": cmd_validate, "generate": cmd_generate, "summary": cmd_summary, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,12 +284,20 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.gates import GateFailed
     from pipelines.ingest import InputError
 
+    user_errors: tuple[type[Exception], ...] = (ConfigError, InputError, WarehouseError, UsageError, AccountingError,
+                                                FileNotFoundError)
+    if args.command in ("methods", "train", "evaluate"):
+        from models.data import DataError
+        from models.registry import MethodError
+        from models.run import ModelNotFound
+
+        user_errors += (DataError, MethodError, ModelNotFound)
     try:
         COMMANDS[args.command](args)
     except GateFailed as exc:
         print(f"seqrep {args.command}: stopped by a quality gate\n{exc}", file=sys.stderr)
         return 1
-    except (ConfigError, InputError, WarehouseError, UsageError, AccountingError, FileNotFoundError) as exc:
+    except user_errors as exc:
         print(f"seqrep {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # Spark's errors: show the message, not the JVM stack

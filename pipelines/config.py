@@ -137,6 +137,8 @@ class Config(_Section):
     graphs: GraphsConfig = GraphsConfig()
     gates: GatesConfig = GatesConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
+    #: Per-method overrides of ``models/configs/<method>.yaml``: ``{sasrec: {model: {...}, train: {...}}}``.
+    methods: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _weights_cover_types(self) -> "Config":

@@ -83,6 +83,18 @@ def all_raw_days(wh) -> list:
 
 
 @pytest.fixture(scope="session")
+def movielens_wh(spark, data_dir, tmp_path_factory):
+    """ml-100k through the CLI: ingest, then the ETL over every day with events (a warehouse path)."""
+    from pipelines.cli import main
+
+    path = data_dir("ml-100k")
+    wh = tmp_path_factory.mktemp("ml") / "wh"
+    assert main(["ingest", "--source", "movielens", "--input", str(path), "--warehouse", str(wh)]) == 0
+    assert main(["etl", "--all", "--warehouse", str(wh), "--config", str(ROOT / "configs" / "movielens.yaml")]) == 0
+    return wh
+
+
+@pytest.fixture(scope="session")
 def taobao_wh(spark, data_dir, tmp_path_factory):
     """The Taobao sample through ingest and the whole ETL (gates on), with its official window."""
     from pipelines import etl, ingest

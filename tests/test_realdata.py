@@ -9,7 +9,6 @@ import pytest
 from conftest import all_raw_days
 
 from pipelines import etl, ingest
-from pipelines.cli import main
 from pipelines.config import load_config
 from pipelines.warehouse import PROJECT_ROOT, Warehouse
 
@@ -23,13 +22,8 @@ def _manifests(wh: Warehouse, stage: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def movielens(spark, data_dir, tmp_path_factory):
-    """ml-100k through the CLI: ingest, then the ETL over every day with events."""
-    path = data_dir("ml-100k")
-    wh = tmp_path_factory.mktemp("ml") / "wh"
-    assert main(["ingest", "--source", "movielens", "--input", str(path), "--warehouse", str(wh)]) == 0
-    assert main(["etl", "--all", "--warehouse", str(wh), "--config", str(CONFIGS / "movielens.yaml")]) == 0
-    return Warehouse(wh)
+def movielens(movielens_wh):
+    return Warehouse(movielens_wh)
 
 
 def test_movielens_every_event_accounted_for(movielens):

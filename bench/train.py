@@ -1,0 +1,125 @@
+"""Training benchmark: every method on one warehouse, several seeds, one table.
+
+Each (method, seed) trains in its own process (so its peak memory is its own) through the same
+code as ``seqrep train``, to convergence (early stopping on validation NDCG@10), and is ranked in
+full on the test split. The table gives test HR/NDCG/MRR@10 as mean ± standard deviation over
+seeds, the paired difference in NDCG@10 against the Markov baseline (per user, averaged over
+seeds; mean and 95% interval over users), seconds per epoch, epochs, wall time and peak memory.
+
+Run (ml-100k, after ``seqrep ingest`` and ``seqrep etl --all`` into wh-ml):
+    python bench/train.py --warehouse wh-ml --config configs/movielens.yaml --seeds 1,2,3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def worker(args: argparse.Namespace) -> None:
+    from models.data import load
+    from models.evaluate import evaluate
+    from models.run import resolve_day, train_method
+    from pipelines.config import load_config
+
+    cfg = load_config(args.config, warehouse=args.warehouse)
+    day = resolve_day(cfg, None)
+    t = time.perf_counter()
+    data = load(cfg.warehouse, day, "loo")
+    result, rows = train_method(cfg, args.method, day, sets=[f"train.seed={args.seed}", *args.set], data=data,
+                                echo=lambda m: print(m, file=sys.stderr, flush=True))
+    wall = time.perf_counter() - t
+    from models.checkpoint import read_json
+    from models.run import load_trained
+
+    _, model, folder = load_trained(cfg, args.method, day, [f"train.seed={args.seed}", *args.set])
+    test = evaluate(model, data, "test")
+    meta = read_json(folder / "config.json")
+    out = Path(args.out)
+    np.savez(out.with_suffix(".npz"), users=test.users,
+             **{f"{m}@{k}": v for (m, k), v in test.per_user.items()})
+    log = result.log
+    out.write_text(json.dumps({
+        "method": args.method, "seed": args.seed, "epochs": result.epochs, "best_epoch": result.best_epoch,
+        "sec_per_epoch": statistics.median([r["seconds"] for r in log]) if log else 0.0,
+        "train_seconds": result.seconds, "wall_seconds": wall, "peak_rss_mb": meta["peak_rss_mb"],
+        "valid_ndcg@10": result.best_valid_ndcg,
+        "test": {f"{r['metric']}@{r['k']}": r["value"] for r in rows if r["split"] == "test"},
+        "log": log,
+    }))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--warehouse", required=True)
+    ap.add_argument("--config")
+    ap.add_argument("--methods", default="pop,markov,gru4rec,lstm,sasrec,bert4rec")
+    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--set", action="append", default=[], help="extra --set for every learned method")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "train"))
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--method", help=argparse.SUPPRESS)
+    ap.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args)
+    outdir = Path(args.out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    results: dict[str, list[dict]] = {}
+    for method in args.methods.split(","):
+        from models.registry import METHODS
+
+        learned = getattr(METHODS[method], "learned", True)
+        for seed in seeds if learned else seeds[:1]:  # baselines do not depend on the seed
+            out = outdir / f"{method}-{seed}.json"
+            cmd = [sys.executable, __file__, "--worker", "--warehouse", args.warehouse, "--method", method,
+                   "--seed", str(seed), "--out", str(out)]
+            cmd += ["--config", args.config] if args.config else []
+            for s in args.set if learned else []:
+                cmd += ["--set", s]
+            print(f"[bench] {method} seed {seed}", flush=True)
+            subprocess.run(cmd, check=True)
+            r = json.loads(out.read_text())
+            r["per_user"] = dict(np.load(out.with_suffix(".npz")))
+            results.setdefault(method, []).append(r)
+    print_table(results)
+    summary = {m: [{k: v for k, v in r.items() if k not in ("per_user", "log")} for r in rs] for m, rs in results.items()}
+    (outdir / "summary.json").write_text(json.dumps(summary, indent=1))
+
+
+def _ms(values: list[float]) -> str:
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1 else f"{values[0]:.4f}"
+
+
+def print_table(results: dict[str, list[dict]]) -> None:
+    ref = results.get("markov")
+    ref_ndcg = np.mean([r["per_user"]["ndcg@10"] for r in ref], 0) if ref else None
+    head = ("| method | seeds | HR@10 | NDCG@10 | MRR@10 | ΔNDCG@10 vs Markov (paired, 95% CI) | s/epoch | epochs | wall s | peak MB |\n"
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(head)
+    for method, rs in results.items():
+        cells = [_ms([r["test"][f"{m}@10"] for r in rs]) for m in ("hr", "ndcg", "mrr")]
+        delta = "-"
+        if ref_ndcg is not None and method != "markov":
+            d = np.mean([r["per_user"]["ndcg@10"] for r in rs], 0) - ref_ndcg
+            half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
+            delta = f"{d.mean():+.4f} [{d.mean() - half:+.4f}, {d.mean() + half:+.4f}]"
+        print(f"| {method} | {len(rs)} | {cells[0]} | {cells[1]} | {cells[2]} | {delta} | "
+              f"{statistics.median(r['sec_per_epoch'] for r in rs):.2f} | "
+              f"{statistics.median(r['epochs'] for r in rs):.0f} | {statistics.median(r['wall_seconds'] for r in rs):.0f} | "
+              f"{max(r['peak_rss_mb'] for r in rs):.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""The interface every method implements, and the next-item losses they share.
+
+A method maps a user's behavior to a vector ``u`` in the space of its item vectors ``v_i``, and
+ranks items by ``score(u, i) = <u, v_i>``; ``u`` is the published user embedding and ``v_i`` the
+item embedding. Like RecBole's models, each method has the same few entry points, so the trainer
+and the evaluator never look inside one:
+
+- ``loss(windows)``: the training loss of a batch of right-padded windows of item indexes;
+- ``encode(history, lengths)``: user vectors from right-padded histories (the last ``max_len`` events);
+- ``item_embeddings()``: the item vectors, row ``i`` for item index ``i`` (row 0 is padding);
+- ``full_scores(history, lengths)``: scores of every item, ``encode(...) @ item_embeddings().T``.
+
+``window_width`` and ``window_stride`` tell the data loader how to cut sequences into training
+windows (see ``models.data.training_windows``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+LossKind = Literal["ce", "sampled", "bce"]
+
+
+class ModelParams(BaseModel):
+    """Hyperparameters shared by the sequence encoders (each method adds its own)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Size of user and item vectors.
+    dim: int = Field(64, ge=1)
+    #: Longest history the encoder reads (older events are cut).
+    max_len: int = Field(50, ge=2)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    #: ``ce``: softmax over every item; ``sampled``: softmax over the target and ``num_negatives``
+    #: uniformly drawn items (large catalogues); ``bce``: one random negative per target.
+    loss: LossKind = "ce"
+    num_negatives: int = Field(1024, ge=1)
+
+
+class SequenceModel(nn.Module):
+    """Base class of the methods (see the module docstring)."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[ModelParams]] = ModelParams
+
+    def __init__(self, n_items: int, params: ModelParams):
+        super().__init__()
+        self.n_items = n_items
+        self.params = params
+
+    # -- the interface ---------------------------------------------------------------------------
+    @property
+    def window_width(self) -> int:
+        return self.params.max_len + 1  # inputs [:-1] predict targets [1:]
+
+    @property
+    def window_stride(self) -> int:
+        return self.params.max_len
+
+    def hidden(self, items: Tensor) -> Tensor:
+        """Hidden state [B, L, dim] at every position of right-padded ``items`` [B, L]."""
+        raise NotImplementedError
+
+    def item_embeddings(self) -> Tensor:
+        raise NotImplementedError
+
+    def encode(self, history: Tensor, lengths: Tensor) -> Tensor:
+        """User vectors: the hidden state at each history's last event."""
+        h = self.hidden(history)
+        return h[torch.arange(h.size(0), device=h.device), lengths - 1]
+
+    def full_scores(self, history: Tensor, lengths: Tensor) -> Tensor:
+        return self.encode(history, lengths) @ self.item_embeddings().T
+
+    def loss(self, windows: Tensor) -> Tensor:
+        """Next-item loss at every position: ``windows[:, :-1]`` predicts ``windows[:, 1:]``."""
+        inputs, targets = windows[:, :-1], windows[:, 1:]
+        h = self.hidden(inputs)
+        keep = targets > 0
+        return next_item_loss(h[keep], targets[keep], self.item_embeddings(), self.params)
+
+    def extra_repr(self) -> str:
+        return f"n_items={self.n_items}, dim={self.params.dim}, max_len={self.params.max_len}, loss={self.params.loss}"
+
+
+def next_item_loss(h: Tensor, targets: Tensor, items: Tensor, params: ModelParams, bias: Tensor | None = None) -> Tensor:
+    """Loss of hidden states ``h`` [M, d] against ``targets`` [M], item vectors ``items`` [N + 1, d]
+    (plus an optional per-item ``bias`` [N + 1] on the logits).
+
+    ``ce``: -log softmax over items 1..N. ``sampled``: the same over the target and K shared
+    uniform negatives (a negative equal to the target is masked). ``bce``: -log s(<h, v_t>)
+    - log(1 - s(<h, v_j>)) with one uniform negative j per target.
+    """
+    if params.loss == "ce":
+        logits = h @ items.T
+        if bias is not None:
+            logits = logits + bias
+        logits[:, 0] = -math.inf
+        return F.cross_entropy(logits.float(), targets)
+    n = items.size(0) - 1
+    b = bias if bias is not None else torch.zeros(items.size(0), device=h.device, dtype=h.dtype)
+    pos = (h * items[targets]).sum(-1, keepdim=True) + b[targets].unsqueeze(1)
+    if params.loss == "sampled":
+        neg = torch.randint(1, n + 1, (params.num_negatives,), device=h.device)
+        neg_logits = h @ items[neg].T + b[neg]
+        neg_logits = neg_logits.masked_fill(neg.unsqueeze(0) == targets.unsqueeze(1), -math.inf)
+        logits = torch.cat([pos, neg_logits], 1).float()
+        return F.cross_entropy(logits, torch.zeros_like(targets))
+    neg = torch.randint(1, n + 1, targets.shape, device=h.device)
+    neg_logit = (h * items[neg]).sum(-1) + b[neg]
+    return (F.binary_cross_entropy_with_logits(pos.squeeze(1).float(), torch.ones_like(pos.squeeze(1).float()))
+            + F.binary_cross_entropy_with_logits(neg_logit.float(), torch.zeros_like(neg_logit.float())))

@@ -1,0 +1,98 @@
+"""Model and trainer state as safetensors + JSON: nothing is ever unpickled.
+
+A trained model is a folder ``models/<method>/<version>/``:
+
+- ``model.safetensors``: the weights (and buffers, e.g. a baseline's counts);
+- ``config.json``: method, model and training parameters, data day, vocabulary size, metrics;
+- ``epochs.jsonl``: one line per epoch (loss, validation metrics, seconds).
+
+While training, ``<version>.partial/`` also holds ``state.safetensors`` + ``state.json`` (optimizer
+moments, random-generator state, epoch, best score) so ``--resume`` continues where a run stopped.
+The finished folder replaces any older one in one rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_model(model: nn.Module, folder: Path) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _atomic_write(folder / "model.safetensors", lambda p: save_file(tensors, str(p)))
+
+
+def load_model(model: nn.Module, folder: Path) -> None:
+    """Load weights into ``model``; buffers whose size depends on the data take the stored size."""
+    tensors = load_file(str(folder / "model.safetensors"))
+    own = model.state_dict()
+    for key, value in tensors.items():
+        if key in own and own[key].shape != value.shape:
+            module_name, _, buffer = key.rpartition(".")
+            module = model.get_submodule(module_name) if module_name else model
+            if buffer not in module._buffers:
+                raise ValueError(f"{folder / 'model.safetensors'}: {key} has shape {tuple(value.shape)}, "
+                                 f"the model expects {tuple(own[key].shape)} (a different vocabulary or config?)")
+            module._buffers[buffer] = value
+    model.load_state_dict(tensors, strict=True)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    _atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def save_state(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
+    """Everything ``--resume`` needs: weights, optimizer tensors, RNG state, and ``meta`` (JSON)."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    scalars: dict[str, Any] = {}
+    for pid, state in opt["state"].items():
+        for name, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{name}"] = value
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    save_file(tensors, str(folder / "state.safetensors.tmp"))
+    write_json(folder / "state.json", {**meta, "optim_scalars": scalars, "param_groups": opt["param_groups"]})
+    os.replace(folder / "state.safetensors.tmp", folder / "state.safetensors")
+
+
+def load_state(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+    """Restore what ``save_state`` wrote; returns its ``meta`` (None when there is no state)."""
+    if not (folder / "state.safetensors").is_file() or not (folder / "state.json").is_file():
+        return None
+    tensors = load_file(str(folder / "state.safetensors"))
+    meta = read_json(folder / "state.json")
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    for key, value in meta.pop("optim_scalars").items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta.pop("param_groups")})
+    torch.set_rng_state(tensors["rng.cpu"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return meta

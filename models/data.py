@@ -1,0 +1,181 @@
+"""Sequences from the warehouse as tensors: one flat item array, windows and batches without per-row loops.
+
+The loader reads the ETL's tables with DuckDB (no JVM for training): every user's sequence as of
+a day (``sql/sequences_asof.sql``), the evaluation splits of a protocol (``sql/splits_asof.sql``)
+and the item vocabulary's size. Item indexes are the vocabulary's (1..N, stable across days);
+0 is padding.
+
+A user's events are ordered by (time, event id): equal timestamps (MovieLens rates many movies
+in the same second) keep the ETL's deterministic order, the same for every method compared.
+
+Training never sees an evaluation target: a user trains on the events before their validation
+target (``train_len``); users without splits train on their whole history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.sqlfiles import duckdb_sql
+from pipelines.warehouse import Warehouse
+
+
+class DataError(ValueError):
+    """The warehouse lacks what training needs (run the ETL first)."""
+
+
+@dataclass
+class Split:
+    """Evaluation rows: user ``rows`` (positions in ``SequenceData.users``) read their first
+    ``history_len`` events and are scored on ``targets`` [S, T] (0-padded)."""
+
+    rows: np.ndarray
+    history_len: np.ndarray
+    targets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass
+class SequenceData:
+    day: date
+    protocol: str
+    n_items: int
+    users: np.ndarray  # [U] user_idx
+    offsets: np.ndarray  # [U + 1] into ``items``
+    items: np.ndarray  # flat item indexes, user by user, in time order
+    train_len: np.ndarray  # [U] events a user trains on
+    splits: dict[str, Split] = field(default_factory=dict)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def item_counts(self) -> np.ndarray:
+        """Training events per item (index 0 unused): the popularity of the training data."""
+        return np.bincount(self.items[train_positions(self.offsets, self.train_len)], minlength=self.n_items + 1)
+
+
+def train_positions(offsets: np.ndarray, train_len: np.ndarray) -> np.ndarray:
+    """Flat positions of every user's first ``train_len`` events."""
+    return ragged_positions(offsets[:-1], offsets[:-1] + train_len)
+
+
+def ragged_positions(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, e)`` for each pair, without a Python loop."""
+    lens = np.maximum(ends - starts, 0)
+    total = int(lens.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    rows = np.repeat(np.arange(len(lens)), lens)
+    within = np.arange(total) - np.repeat(np.cumsum(lens) - lens, lens)
+    return starts[rows] + within
+
+
+def ragged_rows(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Row number of each position that ``ragged_positions`` returns."""
+    lens = np.maximum(ends - starts, 0)
+    return np.repeat(np.arange(len(lens)), lens)
+
+
+def windows(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
+    """Right-padded matrix [W, width] of ``items[s:e]`` per window (at most ``width`` long)."""
+    idx = starts[:, None] + np.arange(width)[None, :]
+    valid = idx < ends[:, None]
+    out = np.where(valid, items[np.minimum(idx, max(len(items) - 1, 0))] if len(items) else 0, 0)
+    return out.astype(np.int64)
+
+
+def history_windows(data: SequenceData, rows: np.ndarray, history_len: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """The last ``max_len`` events of each row's first ``history_len`` events, and their lengths."""
+    ends = data.offsets[rows] + history_len
+    starts = np.maximum(data.offsets[rows], ends - max_len)
+    return windows(data.items, starts, ends, max_len), (ends - starts)
+
+
+def training_windows(data: SequenceData, width: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end of every training window, cut from the end of each user's training events.
+
+    Consecutive windows of one user overlap by ``width - stride`` events: with ``stride = width - 1``
+    (next-item models) every event after a user's first is a target exactly once per epoch; with
+    ``stride = width`` (masked models) every event appears once.
+    """
+    n = data.train_len.astype(np.int64)
+    overlap = width - stride
+    counts = np.where(n >= 2, -(-(n - overlap) // stride), 0)
+    user = np.repeat(np.arange(len(n)), counts)
+    k = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    ends = data.offsets[:-1][user] + n[user] - k * stride
+    starts = np.maximum(data.offsets[:-1][user], ends - width)
+    return starts, ends
+
+
+def latest_day(warehouse: Path) -> date:
+    days = Warehouse(warehouse).partition_dates("sequences")
+    if not days:
+        raise DataError(f"no sequences in {warehouse}: run `seqrep etl` first")
+    return days[-1]
+
+
+def load(warehouse: Path, day: date, protocol: str = "loo") -> SequenceData:
+    """Sequences, splits and vocabulary size as of ``day`` (see the module docstring)."""
+    import duckdb
+    import pyarrow.compute as pc
+
+    wh = Warehouse(warehouse)
+    for table in ("sequences", "splits", "vocab/items"):
+        if not [d for d in wh.partition_dates(table) if d <= day]:
+            raise DataError(f"no {table} partitions up to {day} in {wh.root}: run `seqrep etl` first")
+    con = duckdb.connect()
+    try:
+        for view, table in (("sequences", "sequences"), ("splits", "splits"), ("vocab_items", "vocab/items")):
+            glob = str(wh.table(table) / "dt=*" / "*.parquet")
+            con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet(?, hive_partitioning = true, "
+                        "hive_types = {'dt': DATE}, union_by_name = true)".replace("?", _quote(glob)))
+        seq = con.execute(f"SELECT user_idx, item_idx FROM ({duckdb_sql('sequences_asof')}) ORDER BY user_idx",
+                          {"asof": day}).fetch_arrow_table()
+        spl = con.execute(f"SELECT * FROM ({duckdb_sql('splits_asof')}) ORDER BY split, user_idx",
+                          {"asof": day, "protocol": protocol}).fetch_arrow_table()
+        n_items = con.execute("SELECT coalesce(max(item_idx), 0) FROM vocab_items WHERE dt <= ?", [day]).fetchone()[0]
+    finally:
+        con.close()
+    users = seq.column("user_idx").to_numpy()
+    lists = seq.column("item_idx").combine_chunks()
+    offsets = lists.offsets.to_numpy().astype(np.int64)
+    items = lists.values.to_numpy().astype(np.int64)
+    offsets = offsets - offsets[0]
+    lengths = np.diff(offsets)
+    splits: dict[str, Split] = {}
+    train_len = lengths.copy()
+    for name in ("test", "valid"):  # valid last: it bounds training when both exist
+        part = spl.filter(pc.equal(spl.column("split"), name))
+        if part.num_rows == 0:
+            continue
+        rows = np.searchsorted(users, part.column("user_idx").to_numpy())  # users are sorted
+        hist = part.column("history_len").to_numpy().astype(np.int64)
+        targets = _pad_lists(part.column("target_idx").combine_chunks())
+        splits[name] = Split(rows, hist, targets)
+        train_len[rows] = np.minimum(train_len[rows], hist)
+    return SequenceData(day, protocol, int(n_items), users, offsets, items, train_len, splits)
+
+
+def _pad_lists(lists) -> np.ndarray:
+    """A list array as a 0-padded [rows, longest] matrix."""
+    offsets = lists.offsets.to_numpy()
+    offsets = offsets - offsets[0]
+    lens = np.diff(offsets)
+    out = np.zeros((len(lens), max(int(lens.max(initial=0)), 1)), dtype=np.int64)
+    rows = np.repeat(np.arange(len(lens)), lens)
+    cols = np.arange(int(lens.sum())) - np.repeat(offsets[:-1], lens)
+    out[rows, cols] = lists.values.to_numpy()
+    return out
+
+
+def _quote(path: str) -> str:
+    """A warehouse path as a SQL string literal (DuckDB takes no parameters in a view's definition)."""
+    return "'" + path.replace("'", "''") + "'"

@@ -1,0 +1,100 @@
+"""What ``seqrep train`` and ``seqrep evaluate`` do: a method, a day, the warehouse."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any, Callable
+
+from models.data import SequenceData, latest_day, load
+from models.registry import MethodConfig, get_method, method_config
+from pipelines.config import Config
+from pipelines.warehouse import Warehouse
+
+
+class ModelNotFound(LookupError):
+    pass
+
+
+def dataset_name(cfg: Config) -> str:
+    return cfg.ingest.name or cfg.ingest.source
+
+
+def model_folder(cfg: Config, mc: MethodConfig, day: date) -> Path:
+    return Warehouse(cfg.warehouse).table(f"models/{mc.method}") / mc.version(day)
+
+
+def resolve_day(cfg: Config, day: date | None) -> date:
+    """The given day, or the last day with sequences (a command-line convenience, said aloud)."""
+    return day if day is not None else latest_day(cfg.warehouse)
+
+
+def build(mc: MethodConfig, n_items: int):
+    """A new model of the method; its initial weights depend only on ``train.seed``."""
+    import torch
+
+    cls = get_method(mc.method)
+    torch.manual_seed(mc.train.seed)
+    return cls(n_items, mc.params())
+
+
+def train_method(cfg: Config, name: str, day: date, *, sets: list[str] = (), resume: bool = False,
+                 data: SequenceData | None = None, echo: Callable[[str], None] = print) -> tuple[Any, list[dict]]:
+    """Train ``name`` on the sequences as of ``day``; evaluate it on valid and test; write metrics."""
+    from models.trainer import train
+
+    mc = method_config(name, cfg.methods.get(name), sets)
+    data = data or load(cfg.warehouse, day, mc.train.protocol)
+    model = build(mc, data.n_items)
+    folder = model_folder(cfg, mc, day)
+    echo(f"train {name} on {dataset_name(cfg)} as of {day}: {len(data.users):,} users, {data.n_items:,} items, "
+         f"{len(data.items):,} events -> {folder}")
+    result = train(model, data, mc, folder, resume=resume, echo=echo)
+    rows = evaluate_model(cfg, mc, model, data, result.folder.name)
+    return result, rows
+
+
+def evaluate_model(cfg: Config, mc: MethodConfig, model, data: SequenceData, version: str) -> list[dict]:
+    from models.evaluate import evaluate, metric_rows, write_metrics
+    from models.trainer import pick_device
+
+    device = pick_device(mc.train)
+    model.to(device)
+    rows: list[dict] = []
+    for split in ("valid", "test"):
+        if split in data.splits:
+            res = evaluate(model, data, split, mask_seen=mc.train.mask_seen, batch_size=mc.train.eval_batch_size,
+                           device=device)
+            rows += metric_rows(res, method=mc.method, dataset=dataset_name(cfg), protocol=data.protocol,
+                                day=data.day, version=version, seed=mc.train.seed)
+    if rows:
+        write_metrics(cfg.warehouse, rows)
+    return rows
+
+
+def load_trained(cfg: Config, name: str, day: date, sets: list[str] = ()):
+    """The trained model of ``name`` with this configuration as of ``day``."""
+    from models.checkpoint import load_model, read_json
+
+    mc = method_config(name, cfg.methods.get(name), sets)
+    folder = model_folder(cfg, mc, day)
+    if not (folder / "model.safetensors").is_file():
+        raise ModelNotFound(f"no trained {name} as of {day} with this configuration ({folder}); "
+                            f"run `seqrep train --method {name} --date {day}` first")
+    meta = read_json(folder / "config.json")
+    model = build(mc, int(meta["n_items"]))
+    load_model(model, folder)
+    return mc, model, folder
+
+
+def evaluate_methods(cfg: Config, names: list[str], day: date, *, sets: list[str] = ()) -> list[dict]:
+    """Evaluate trained models of ``names`` as of ``day`` (one data load for all of them)."""
+    rows: list[dict] = []
+    cache: dict[str, SequenceData] = {}
+    for name in names:
+        mc, model, folder = load_trained(cfg, name, day, sets)
+        protocol = mc.train.protocol
+        if protocol not in cache:
+            cache[protocol] = load(cfg.warehouse, day, protocol)
+        rows += evaluate_model(cfg, mc, model, cache[protocol], folder.name)
+    return rows

@@ -1,0 +1,148 @@
+"""Self-attention encoders: SASRec (causal) and BERT4Rec (bidirectional, masked items).
+
+SASRec (Kang and McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018,
+https://arxiv.org/abs/1808.09781):
+
+    H^0 = dropout(sqrt(d) E[x] + P),   H^l = TransformerLayer_causal(H^{l-1}),
+    u_t = LayerNorm(H^L_t),   score(t, i) = <u_t, E[i]>
+
+position t attends to positions <= t only, so every position predicts the next item in one pass.
+
+BERT4Rec (Sun et al., "BERT4Rec: Sequential Recommendation with Bidirectional Encoder
+Representations from Transformer", CIKM 2019, https://arxiv.org/abs/1904.06690): the same stack
+without the causal mask; training replaces a share ``mask_prob`` of a window's items with a
+[mask] token and predicts them from both sides,
+
+    u_t = LayerNorm(GELU(W H^L_t)),   loss = - sum_{t masked} log softmax_i(<u_t, E[i]> + b_i)[x_t]
+
+A user is encoded by appending [mask] after their history and reading its output. Both use
+``torch.nn.TransformerEncoder`` (pre-norm layers, GELU).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from models.base import ModelParams, SequenceModel, next_item_loss
+
+
+class TransformerParams(ModelParams):
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(2, ge=1)
+    #: Width of each layer's feed-forward block, as a multiple of ``dim``.
+    ff_mult: int = Field(4, ge=1)
+
+
+class SASRec(SequenceModel):
+    """SASRec: causal self-attention over the item sequence (see the module docstring)."""
+
+    name: ClassVar[str] = "sasrec"
+    Params: ClassVar[type[ModelParams]] = TransformerParams
+    causal: ClassVar[bool] = True
+
+    def __init__(self, n_items: int, params: TransformerParams):
+        super().__init__(n_items, params)
+        d = params.dim
+        self.item_emb = nn.Embedding(self.vocab_size, d, padding_idx=0)
+        self.pos_emb = nn.Embedding(params.max_len, d)
+        self.dropout = nn.Dropout(params.dropout)
+        layer = nn.TransformerEncoderLayer(d, params.num_heads, d * params.ff_mult, params.dropout,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, params.num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.reset_parameters()
+
+    @property
+    def vocab_size(self) -> int:
+        return self.n_items + 1
+
+    def reset_parameters(self) -> None:
+        for emb in (self.item_emb, self.pos_emb):
+            nn.init.normal_(emb.weight, std=0.02)
+        self.item_emb.weight.data[0].zero_()
+
+    def _encode_stack(self, items: Tensor) -> Tensor:
+        L = items.size(1)
+        x = self.item_emb(items) * math.sqrt(self.params.dim) + self.pos_emb.weight[:L]
+        x = self.dropout(x)
+        if self.causal:
+            # Right padding: a real position never sees a pad, so no key-padding mask is needed.
+            mask = nn.Transformer.generate_square_subsequent_mask(L, device=items.device, dtype=x.dtype)
+            return self.norm(self.encoder(x, mask=mask, is_causal=True))
+        return self.norm(self.encoder(x, src_key_padding_mask=items == 0))
+
+    def hidden(self, items: Tensor) -> Tensor:
+        return self._encode_stack(items)
+
+    def item_embeddings(self) -> Tensor:
+        return self.item_emb.weight[: self.n_items + 1]
+
+
+class BERT4RecParams(TransformerParams):
+    #: Share of a training window's items replaced by [mask] (at least one per window).
+    mask_prob: float = Field(0.2, gt=0.0, lt=1.0)
+
+
+class BERT4Rec(SASRec):
+    """BERT4Rec: bidirectional self-attention trained on masked items (see the module docstring)."""
+
+    name: ClassVar[str] = "bert4rec"
+    Params: ClassVar[type[ModelParams]] = BERT4RecParams
+    causal: ClassVar[bool] = False
+
+    def __init__(self, n_items: int, params: BERT4RecParams):
+        super().__init__(n_items, params)
+        d = params.dim
+        self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d))
+        self.out_bias = nn.Parameter(torch.zeros(n_items + 1))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.n_items + 2  # the last row is [mask]
+
+    @property
+    def mask_token(self) -> int:
+        return self.n_items + 1
+
+    @property
+    def window_width(self) -> int:
+        return self.params.max_len
+
+    @property
+    def window_stride(self) -> int:
+        return self.params.max_len
+
+    def hidden(self, items: Tensor) -> Tensor:
+        return self.head(self._encode_stack(items))
+
+    def encode(self, history: Tensor, lengths: Tensor) -> Tensor:
+        """The output at a [mask] put after the history (its first event drops out when full)."""
+        B, L = history.shape
+        full = lengths >= L
+        shifted = torch.where(full.unsqueeze(1), torch.roll(history, -1, 1), history)
+        pos = torch.where(full, torch.full_like(lengths, L - 1), lengths)
+        rows = torch.arange(B, device=history.device)
+        after = torch.arange(L, device=history.device).unsqueeze(0) > pos.unsqueeze(1)
+        x = shifted.masked_fill(after, 0)  # bidirectional: nothing past the history may be read
+        x[rows, pos] = self.mask_token
+        return self.hidden(x)[rows, pos]
+
+    def full_scores(self, history: Tensor, lengths: Tensor) -> Tensor:
+        return self.encode(history, lengths) @ self.item_embeddings().T + self.out_bias
+
+    def loss(self, windows: Tensor) -> Tensor:
+        real = windows > 0
+        masked = (torch.rand(windows.shape, device=windows.device) < self.params.mask_prob) & real
+        # At least one masked item per window: its last real one (the position inference asks about).
+        last = real.sum(1) - 1
+        rows = torch.arange(windows.size(0), device=windows.device)
+        none = ~masked.any(1)
+        masked[rows[none], last[none]] = True
+        x = windows.masked_fill(masked, self.mask_token)
+        h = self.hidden(x)
+        return next_item_loss(h[masked], windows[masked], self.item_embeddings(), self.params, bias=self.out_bias)
