@@ -66,15 +66,18 @@ def main() -> None:
     ap.add_argument("--methods", default="pop,markov,gru4rec,lstm,sasrec,bert4rec")
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--set", action="append", default=[], help="extra --set for every learned method")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "train"))
+    ap.add_argument("--out", help="folder for per-run JSON and per-user metrics (default: a temp folder)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--method", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return worker(args)
-    outdir = Path(args.out)
+    import tempfile
+
+    outdir = Path(args.out or tempfile.mkdtemp(prefix="seqrep-bench-train-"))
     outdir.mkdir(parents=True, exist_ok=True)
+    print(f"[bench] results under {outdir}", flush=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     results: dict[str, list[dict]] = {}
     for method in args.methods.split(","):

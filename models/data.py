@@ -137,10 +137,10 @@ def load(warehouse: Path, day: date, protocol: str = "loo") -> SequenceData:
             glob = str(wh.table(table) / "dt=*" / "*.parquet")
             con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet(?, hive_partitioning = true, "
                         "hive_types = {'dt': DATE}, union_by_name = true)".replace("?", _quote(glob)))
-        seq = con.execute(f"SELECT user_idx, item_idx FROM ({duckdb_sql('sequences_asof')}) ORDER BY user_idx",
-                          {"asof": day}).fetch_arrow_table()
-        spl = con.execute(f"SELECT * FROM ({duckdb_sql('splits_asof')}) ORDER BY split, user_idx",
-                          {"asof": day, "protocol": protocol}).fetch_arrow_table()
+        seq = con.sql(f"SELECT user_idx, item_idx FROM ({duckdb_sql('sequences_asof')}) ORDER BY user_idx",
+                      params={"asof": day}).to_arrow_table()
+        spl = con.sql(f"SELECT * FROM ({duckdb_sql('splits_asof')}) ORDER BY split, user_idx",
+                      params={"asof": day, "protocol": protocol}).to_arrow_table()
         n_items = con.execute("SELECT coalesce(max(item_idx), 0) FROM vocab_items WHERE dt <= ?", [day]).fetchone()[0]
     finally:
         con.close()

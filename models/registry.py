@@ -31,7 +31,7 @@ class TrainParams(BaseModel):
 
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(32, ge=1)
     #: Upper bound on epochs; early stopping on validation NDCG@10 usually ends sooner.
     epochs: int = Field(200, ge=1)
     #: Evaluations without a better validation NDCG@10 before training stops.

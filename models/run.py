@@ -17,7 +17,11 @@ class ModelNotFound(LookupError):
 
 
 def dataset_name(cfg: Config) -> str:
-    return cfg.ingest.name or cfg.ingest.source
+    """The config's source name, else the sources in the warehouse's raw events (e.g. ``movielens``)."""
+    if cfg.ingest.name:
+        return cfg.ingest.name
+    sources = sorted(p.name[7:] for p in Warehouse(cfg.warehouse).table("raw/events").glob("source=*"))
+    return "+".join(sources) or cfg.ingest.source
 
 
 def model_folder(cfg: Config, mc: MethodConfig, day: date) -> Path:
@@ -80,7 +84,7 @@ def load_trained(cfg: Config, name: str, day: date, sets: list[str] = ()):
     folder = model_folder(cfg, mc, day)
     if not (folder / "model.safetensors").is_file():
         raise ModelNotFound(f"no trained {name} as of {day} with this configuration ({folder}); "
-                            f"run `seqrep train --method {name} --date {day}` first")
+                            f"run `seqrep train --method {name} --date {day}{''.join(' --set ' + x for x in sets)}` first")
     meta = read_json(folder / "config.json")
     model = build(mc, int(meta["n_items"]))
     load_model(model, folder)

@@ -279,6 +279,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 COMMANDS = {"methods": cmd_methods, "train": cmd_train, "evaluate": cmd_evaluate, "ingest": cmd_ingest, "etl": cmd_etl, "validate": cmd_validate, "generate": cmd_generate, "summary": cmd_summary, "demo": cmd_demo}
 
 
+def _root_cause(exc: Exception) -> str:
+    """The innermost Java exception of a Py4J error, in one line (e.g. a checksum error naming the file)."""
+    cause = exc.java_exception
+    while cause.getCause() is not None and cause.getCause() != cause:
+        cause = cause.getCause()
+    return str(cause.toString()).splitlines()[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from pipelines.gates import GateFailed
@@ -301,11 +309,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seqrep {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # Spark's errors: show the message, not the JVM stack
+        from py4j.protocol import Py4JJavaError
         from pyspark.errors import PySparkException
 
         if isinstance(exc, PySparkException):
             first = str(exc).strip().splitlines()[0]
             print(f"seqrep {args.command}: Spark error: {first}", file=sys.stderr)
+            return 3
+        if isinstance(exc, Py4JJavaError):
+            print(f"seqrep {args.command}: Spark error: {_root_cause(exc)}", file=sys.stderr)
             return 3
         raise
     return 0
