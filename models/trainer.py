@@ -95,7 +95,7 @@ def train(model: SequenceModel, data: SequenceData, mc: MethodConfig, folder: Pa
     (partial / "epochs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     for name in ("state.safetensors", "state.json"):
         (partial / name).unlink(missing_ok=True)
-    Warehouse(folder.parents[2]).swap_in(partial, folder)
+    Warehouse(folder.parents[2]).swap_in(partial, folder)  # folder = <warehouse>/models/<method>/<version>
     return TrainResult(folder, epoch, best_epoch, best, seconds, log)
 
 
