@@ -48,7 +48,8 @@ class TrainParams(BaseModel):
     #: Remove a user's already-seen items from the ranking (a seen target then counts as a miss).
     mask_seen: bool = True
     eval_batch_size: int = Field(512, ge=1)
-    #: Stop after this many seconds of training (0: no limit), for equal-budget comparisons.
+    #: Stop starting epochs after this many wall-clock seconds of training and validation
+    #: (0: no limit), for equal-budget comparisons.
     time_budget_s: float = Field(0.0, ge=0)
 
 

@@ -122,9 +122,10 @@ def _fit(model, data, tp, partial, resume, device, echo, progress):
         echo(f"resumed {partial} after epoch {epoch} (best valid NDCG@10 {best:.4f} at epoch {best_epoch})")
     amp = device.type == "cuda" and tp.amp
     show = sys.stderr.isatty() if progress is None else progress
-    train_seconds = sum(r["seconds"] for r in log)
+    # Wall clock of training and validation, continued across a resume.
+    started = time.perf_counter() - (log[-1]["elapsed_s"] if log else 0.0)
     while epoch < tp.epochs and stale < tp.patience:
-        if tp.time_budget_s and train_seconds >= tp.time_budget_s:
+        if tp.time_budget_s and epoch > 0 and time.perf_counter() - started >= tp.time_budget_s:
             echo(f"time budget of {tp.time_budget_s:.0f}s spent after epoch {epoch}")
             break
         epoch += 1
@@ -146,12 +147,12 @@ def _fit(model, data, tp, partial, resume, device, echo, progress):
                 bar.set_postfix(loss=f"{total / batches:.4f}",
                                 samples_s=f"{lo / max(time.perf_counter() - t, 1e-9):,.0f}")
         seconds = time.perf_counter() - t
-        train_seconds += seconds
         valid = evaluate(model, data, "valid", mask_seen=tp.mask_seen, batch_size=tp.eval_batch_size, device=device).mean()
         ndcg = valid[("ndcg", 10)]
         row = {"epoch": epoch, "loss": total / batches, "valid_ndcg@10": ndcg, "valid_hr@10": valid[("hr", 10)],
                "seconds": round(seconds, 3), "windows_per_s": round(len(matrix) / seconds, 1),
-               "targets_per_s": round(targets_per_epoch / seconds, 1)}
+               "targets_per_s": round(targets_per_epoch / seconds, 1),
+               "elapsed_s": round(time.perf_counter() - started, 3)}
         log.append(row)
         if ndcg > best:
             best, best_epoch, stale = ndcg, epoch, 0

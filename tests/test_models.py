@@ -177,3 +177,9 @@ def test_checkpoint_round_trip_and_no_pickle(tmp_path):
     hist, lens = torch.tensor([[3, 4, 0]]), torch.tensor([2])
     assert torch.equal(model.full_scores(hist, lens), again.full_scores(hist, lens))
     assert not list(result.folder.glob("*.pt")) and not list(result.folder.glob("*.pkl"))
+
+
+def test_time_budget_stops_training_and_the_log_has_wall_clock(tmp_path):
+    _, result = _train(tmp_path, "gru4rec", crafted(), 50, time_budget_s=1e-6)
+    assert result.epochs == 1  # the first epoch always runs; the budget stops the next ones
+    assert result.log[0]["elapsed_s"] >= result.log[0]["seconds"] > 0
