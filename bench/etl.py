@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import psutil
@@ -39,7 +39,7 @@ from pipelines.config import Config, SyntheticConfig  # noqa: E402
 from pipelines.sessionize import build_sessions  # noqa: E402
 from pipelines.spark import get_spark  # noqa: E402
 from pipelines.sqlfiles import duckdb_sql, spark_sql  # noqa: E402
-from pipelines.warehouse import Warehouse, daterange  # noqa: E402
+from pipelines.warehouse import Warehouse  # noqa: E402
 
 
 def _pss(pid: int) -> tuple[int, int]:

@@ -27,8 +27,6 @@ DATASET = "ml-100k-seqrep"
 
 
 def export(args: argparse.Namespace) -> None:
-    import numpy as np
-
     from models.data import latest_day, load
 
     import duckdb
@@ -184,18 +182,14 @@ def main() -> None:
     s.add_argument("--warehouse", required=True)
     s.add_argument("--out", required=True)
     sub.add_parser("metrics")
-    s = sub.add_parser("recbole")
-    s.add_argument("--model", required=True, choices=["GRU4Rec", "SASRec"])
-    s.add_argument("--data", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--budget", type=float, default=1800)
-    s.add_argument("--seed", type=int, default=1)
-    s = sub.add_parser("ours")
-    s.add_argument("--method", required=True, choices=["gru4rec", "sasrec"])
-    s.add_argument("--warehouse", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--budget", type=float, default=1800)
-    s.add_argument("--seed", type=int, default=1)
+    for cmd, name, choices, source in (("recbole", "--model", ["GRU4Rec", "SASRec"], "--data"),
+                                       ("ours", "--method", ["gru4rec", "sasrec"], "--warehouse")):
+        s = sub.add_parser(cmd)
+        s.add_argument(name, required=True, choices=choices)
+        s.add_argument(source, required=True)
+        s.add_argument("--out", required=True)
+        s.add_argument("--budget", type=float, default=1800, help="wall-clock seconds of training")
+        s.add_argument("--seed", type=int, default=1)
     s = sub.add_parser("table")
     s.add_argument("--out", required=True)
     args = ap.parse_args()

@@ -251,7 +251,6 @@ def _manifest_numbers(wh: Warehouse, stage: str, d: date) -> dict[str, float]:
 
 
 def raw_frames(spark: "SparkSession", cfg: Config, days: list[date]) -> list[Frame]:
-    from great_expectations import expectations as gxe
     from pyspark.sql.types import StringType, StructField
 
     from pipelines.clean import raw_paths, read_raw
@@ -289,8 +288,8 @@ def clean_frames(spark: "SparkSession", cfg: Config, days: list[date]) -> list[F
     from great_expectations import expectations as gxe
     from pyspark.sql import functions as F
 
-    from pipelines.clean import REASONS, read_raw
-    from pipelines.schema import EVENT, QUARANTINE
+    from pipelines.clean import REASONS
+    from pipelines.schema import EVENT
 
     wh = Warehouse(cfg.warehouse)
     clean = _read(spark, wh, "clean/events", days)

@@ -82,8 +82,6 @@ def build_graphs(
 
 def run(spark: "SparkSession", cfg: Config, days: list[date]) -> None:
     """Edge lists and node tables for ``days`` from ``sessions`` and the vocabularies."""
-    from pyspark.sql import functions as F
-
     from pipelines.spark import read_partitions, write_daily
 
     wh = Warehouse(cfg.warehouse)

@@ -15,7 +15,6 @@ order comes from the file because it has no clock). :func:`run` then:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path

@@ -42,8 +42,6 @@ if TYPE_CHECKING:
 
 def _read_before(spark: "SparkSession", wh: Warehouse, table: str, day: date, schema) -> "DataFrame":
     """All partitions of ``table`` strictly before ``day`` (an empty frame if none)."""
-    from pyspark.sql import functions as F
-
     days = [d for d in wh.partition_dates(table) if d < day]
     if not days:
         return spark.createDataFrame([], schema)
@@ -165,8 +163,6 @@ def build_splits(seq: "DataFrame") -> "DataFrame":
 
 def run(spark: "SparkSession", cfg: Config, days: list[date]) -> None:
     """Vocabularies, sequences and splits for ``days`` from ``sessions``."""
-    from pyspark.sql import functions as F
-
     from pipelines.schema import SEQUENCE, VOCAB_ITEM, VOCAB_USER
     from pipelines.spark import read_partitions, write_daily
 
