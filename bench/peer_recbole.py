@@ -96,6 +96,10 @@ def metrics_check(args: argparse.Namespace) -> None:
 
 
 def recbole(args: argparse.Namespace) -> None:
+    import os
+
+    args.data, args.out = str(Path(args.data).resolve()), str(Path(args.out).resolve())
+    os.chdir(args.out)  # RecBole writes log/ and log_tensorboard/ into the working directory
     _recbole_shims()
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
