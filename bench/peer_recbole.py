@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 DATASET = "ml-100k-seqrep"
+#: RecBole's model -> ours.
+PAIRS = {"GRU4Rec": "gru4rec", "SASRec": "sasrec", "SRGNN": "srgnn", "LightGCN": "lightgcn"}
 
 
 def export(args: argparse.Namespace) -> None:
@@ -114,6 +116,10 @@ def recbole(args: argparse.Namespace) -> None:
         "epochs": 1000, "stopping_step": 10, "show_progress": False, "seed": args.seed, "reproducibility": True,
         "embedding_size": 64, "hidden_size": 128 if args.model == "GRU4Rec" else 64,
     }
+    if args.model == "LightGCN":  # a general model: BPR with one uniform negative, our defaults' depth and L2
+        params.update({"train_neg_sample_args": {"distribution": "uniform", "sample_num": 1},
+                       "n_layers": 3, "reg_weight": 1e-4})
+        del params["loss_type"]
     config = Config(model=args.model, config_dict=params)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
@@ -159,7 +165,7 @@ def ours(args: argparse.Namespace) -> None:
 
 
 def table(args: argparse.Namespace) -> None:
-    pairs = [("GRU4Rec", "gru4rec"), ("SASRec", "sasrec")]
+    pairs = list(PAIRS.items())
     print("| model | system | best valid NDCG@10 | test NDCG@10 | test HR@10 | epochs | s to RecBole's best valid | ratio |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for theirs_name, ours_name in pairs:
@@ -186,8 +192,8 @@ def main() -> None:
     s.add_argument("--warehouse", required=True)
     s.add_argument("--out", required=True)
     sub.add_parser("metrics")
-    for cmd, name, choices, source in (("recbole", "--model", ["GRU4Rec", "SASRec"], "--data"),
-                                       ("ours", "--method", ["gru4rec", "sasrec"], "--warehouse")):
+    for cmd, name, choices, source in (("recbole", "--model", list(PAIRS), "--data"),
+                                       ("ours", "--method", list(PAIRS.values()), "--warehouse")):
         s = sub.add_parser(cmd)
         s.add_argument(name, required=True, choices=choices)
         s.add_argument(source, required=True)

@@ -8,8 +8,8 @@
 # dependency), with the versions it runs with here: torch 2.13.0, numpy 1.26.4, pandas 2.2.3,
 # scipy < 1.16. ml-100k reaches RecBole as an atomic file written from our warehouse (RecBole's own
 # download needs the internet), with timestamps tie-broken in our (time, event id) order.
-# Steps: export; our metric code against RecBole's on one score matrix; RecBole's GRU4Rec and
-# SASRec, then ours, each until early stopping or BUDGET seconds (default 1800); one table.
+# Steps: export; our metric code against RecBole's on one score matrix; RecBole's GRU4Rec,
+# SASRec, SRGNN and LightGCN, then ours, each until early stopping or BUDGET seconds (default 1800); one table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WH=${1:?usage: bash bench/peer_recbole.sh WAREHOUSE [BUDGET_SECONDS]}
@@ -26,10 +26,10 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import recbole" 2>/de
 fi
 .venv/bin/python bench/peer_recbole.py export --warehouse "$WH" --out "$OUT/data"
 "$VENV/bin/python" bench/peer_recbole.py metrics
-for model in GRU4Rec SASRec; do
+for model in GRU4Rec SASRec SRGNN LightGCN; do
   "$VENV/bin/python" bench/peer_recbole.py recbole --model "$model" --data "$OUT/data" --out "$OUT" --budget "$BUDGET"
 done
-for method in gru4rec sasrec; do
+for method in gru4rec sasrec srgnn lightgcn; do
   .venv/bin/python bench/peer_recbole.py ours --method "$method" --warehouse "$WH" --out "$OUT" --budget "$BUDGET"
 done
 .venv/bin/python bench/peer_recbole.py table --out "$OUT"

@@ -5,13 +5,15 @@ ranks items by ``score(u, i) = <u, v_i>``; ``u`` is the published user embedding
 item embedding. Like RecBole's models, each method has the same few entry points, so the trainer
 and the evaluator never look inside one:
 
-- ``loss(windows)``: the training loss of a batch of right-padded windows of item indexes;
-- ``encode(history, lengths)``: user vectors from right-padded histories (the last ``max_len`` events);
+- ``prepare(data)``: anything built from the training data before the first step (graphs, counts);
+- ``training_examples(data)``: the rows an epoch shuffles and batches (by default right-padded
+  windows of item indexes, cut by ``window_width`` and ``window_stride``, see
+  ``models.data.training_windows``);
+- ``loss(batch)``: the training loss of a batch of those rows;
+- ``encode(history, lengths, users)``: user vectors from right-padded histories (the last
+  ``max_len`` events) and the users' vocabulary indexes (graph methods read those);
 - ``item_embeddings()``: the item vectors, row ``i`` for item index ``i`` (row 0 is padding);
-- ``full_scores(history, lengths)``: scores of every item, ``encode(...) @ item_embeddings().T``.
-
-``window_width`` and ``window_stride`` tell the data loader how to cut sequences into training
-windows (see ``models.data.training_windows``).
+- ``full_scores(history, lengths, users)``: scores of every item, ``encode(...) @ item_embeddings().T``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from models.data import SequenceData, history_windows, training_windows, windows
 
 LossKind = Literal["ce", "sampled", "bce"]
 
@@ -49,9 +53,10 @@ class SequenceModel(nn.Module):
     name: ClassVar[str]
     Params: ClassVar[type[ModelParams]] = ModelParams
 
-    def __init__(self, n_items: int, params: ModelParams):
+    def __init__(self, n_items: int, params: ModelParams, n_users: int = 0):
         super().__init__()
         self.n_items = n_items
+        self.n_users = n_users  # size of the user vocabulary (user_idx < n_users); graph methods use it
         self.params = params
 
     # -- the interface ---------------------------------------------------------------------------
@@ -63,6 +68,25 @@ class SequenceModel(nn.Module):
     def window_stride(self) -> int:
         return self.params.max_len
 
+    def prepare(self, data: SequenceData) -> None:
+        """Build what training needs from ``data`` besides the examples (nothing by default)."""
+
+    def training_examples(self, data: SequenceData) -> Tensor:
+        """Windows of every user's training events, [W, window_width] (see the module docstring)."""
+        starts, ends = training_windows(data, self.window_width, self.window_stride)
+        return torch.as_tensor(windows(data.items, starts, ends, self.window_width))
+
+    def count_targets(self, examples: Tensor) -> int:
+        """Predicted items in ``examples`` (for the targets/s figure)."""
+        real = examples[:, 1:] if self.window_stride < self.window_width else examples
+        return int((real > 0).sum())
+
+    def histories(self, data: SequenceData, rows, history_len) -> tuple:
+        """What ``encode`` reads for evaluation ``rows`` (arrays): by default the last ``max_len`` of
+        each row's first ``history_len`` items, right-padded, and their lengths; a method with
+        per-event features (``models.multitask``: behaviors) adds them."""
+        return history_windows(data, rows, history_len, self.params.max_len)
+
     def hidden(self, items: Tensor) -> Tensor:
         """Hidden state [B, L, dim] at every position of right-padded ``items`` [B, L]."""
         raise NotImplementedError
@@ -70,13 +94,13 @@ class SequenceModel(nn.Module):
     def item_embeddings(self) -> Tensor:
         raise NotImplementedError
 
-    def encode(self, history: Tensor, lengths: Tensor) -> Tensor:
+    def encode(self, history: Tensor, lengths: Tensor, users: Tensor | None = None) -> Tensor:
         """User vectors: the hidden state at each history's last event."""
         h = self.hidden(history)
         return h[torch.arange(h.size(0), device=h.device), lengths - 1]
 
-    def full_scores(self, history: Tensor, lengths: Tensor) -> Tensor:
-        return self.encode(history, lengths) @ self.item_embeddings().T
+    def full_scores(self, history: Tensor, lengths: Tensor, users: Tensor | None = None) -> Tensor:
+        return self.encode(history, lengths, users) @ self.item_embeddings().T
 
     def loss(self, windows: Tensor) -> Tensor:
         """Next-item loss at every position: ``windows[:, :-1]`` predicts ``windows[:, 1:]``."""

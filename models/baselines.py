@@ -31,14 +31,14 @@ class MostPopular(SequenceModel):
     Params: ClassVar[type[ModelParams]] = BaselineParams
     learned: ClassVar[bool] = False
 
-    def __init__(self, n_items: int, params: ModelParams):
-        super().__init__(n_items, params)
+    def __init__(self, n_items: int, params: ModelParams, n_users: int = 0):
+        super().__init__(n_items, params, n_users)
         self.register_buffer("popularity", torch.zeros(n_items + 1))
 
-    def fit(self, data: SequenceData) -> None:
+    def prepare(self, data: SequenceData) -> None:
         self.popularity = torch.as_tensor(data.item_counts(), dtype=torch.float32)
 
-    def full_scores(self, history: Tensor, lengths: Tensor) -> Tensor:
+    def full_scores(self, history: Tensor, lengths: Tensor, users: Tensor | None = None) -> Tensor:
         return self.popularity.to(history.device).expand(history.size(0), -1).clone()
 
 
@@ -47,16 +47,16 @@ class Markov(MostPopular):
 
     name: ClassVar[str] = "markov"
 
-    def __init__(self, n_items: int, params: ModelParams):
-        super().__init__(n_items, params)
+    def __init__(self, n_items: int, params: ModelParams, n_users: int = 0):
+        super().__init__(n_items, params, n_users)
         # Transition counts as CSR rows (source item -> next items): memory grows with the
         # distinct pairs seen, not with items squared.
         self.register_buffer("crow", torch.zeros(n_items + 2, dtype=torch.long))
         self.register_buffer("col", torch.zeros(0, dtype=torch.long))
         self.register_buffer("count", torch.zeros(0))
 
-    def fit(self, data: SequenceData) -> None:
-        super().fit(data)
+    def prepare(self, data: SequenceData) -> None:
+        super().prepare(data)
         starts = data.offsets[:-1]
         ends = starts + np.maximum(data.train_len - 1, 0)  # pairs (p, p + 1) inside the training events
         from models.data import ragged_positions
@@ -70,7 +70,7 @@ class Markov(MostPopular):
         self.col = torch.as_tensor(dst, dtype=torch.long)
         self.count = torch.as_tensor(counts, dtype=torch.float32)
 
-    def full_scores(self, history: Tensor, lengths: Tensor) -> Tensor:
+    def full_scores(self, history: Tensor, lengths: Tensor, users: Tensor | None = None) -> Tensor:
         pop = self.popularity.to(history.device)
         scores = (pop / (pop.max() + 1)).expand(history.size(0), -1).clone()
         last = history[torch.arange(history.size(0), device=history.device), lengths - 1].cpu()

@@ -51,10 +51,32 @@ class SequenceData:
     items: np.ndarray  # flat item indexes, user by user, in time order
     train_len: np.ndarray  # [U] events a user trains on
     splits: dict[str, Split] = field(default_factory=dict)
+    #: The warehouse it came from (graph methods read its edge tables); None for data built in memory.
+    warehouse: Path | None = None
+
+    @property
+    def user_vocab(self) -> int:
+        """Size of the user vocabulary seen here: the largest ``user_idx`` + 1."""
+        return int(self.users.max()) + 1 if len(self.users) else 0
 
     @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+    def take(self, rows: np.ndarray) -> "SequenceData":
+        """The same data for users at positions ``rows`` only (sorted), e.g. a small slice for tests."""
+        rows = np.sort(np.asarray(rows, dtype=np.int64))
+        lens = self.lengths[rows]
+        offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        items = self.items[ragged_positions(self.offsets[rows], self.offsets[rows + 1])]
+        new_row = np.full(len(self.users), -1, dtype=np.int64)
+        new_row[rows] = np.arange(len(rows))
+        splits = {}
+        for name, sp in self.splits.items():
+            keep = new_row[sp.rows] >= 0
+            splits[name] = Split(new_row[sp.rows[keep]], sp.history_len[keep], sp.targets[keep])
+        return SequenceData(self.day, self.protocol, self.n_items, self.users[rows], offsets, items,
+                            self.train_len[rows], splits, self.warehouse)
 
     def item_counts(self) -> np.ndarray:
         """Training events per item (index 0 unused): the popularity of the training data."""
@@ -133,10 +155,7 @@ def load(warehouse: Path, day: date, protocol: str = "loo") -> SequenceData:
             raise DataError(f"no {table} partitions up to {day} in {wh.root}: run `seqrep etl` first")
     con = duckdb.connect()
     try:
-        for view, table in (("sequences", "sequences"), ("splits", "splits"), ("vocab_items", "vocab/items")):
-            glob = str(wh.table(table) / "dt=*" / "*.parquet")
-            con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet(?, hive_partitioning = true, "
-                        "hive_types = {'dt': DATE}, union_by_name = true)".replace("?", _quote(glob)))
+        create_views(con, wh, {"sequences": "sequences", "splits": "splits", "vocab_items": "vocab/items"})
         seq = con.sql(f"SELECT user_idx, item_idx FROM ({duckdb_sql('sequences_asof')}) ORDER BY user_idx",
                       params={"asof": day}).to_arrow_table()
         spl = con.sql(f"SELECT * FROM ({duckdb_sql('splits_asof')}) ORDER BY split, user_idx",
@@ -161,7 +180,34 @@ def load(warehouse: Path, day: date, protocol: str = "loo") -> SequenceData:
         targets = _pad_lists(part.column("target_idx").combine_chunks())
         splits[name] = Split(rows, hist, targets)
         train_len[rows] = np.minimum(train_len[rows], hist)
-    return SequenceData(day, protocol, int(n_items), users, offsets, items, train_len, splits)
+    return SequenceData(day, protocol, int(n_items), users, offsets, items, train_len, splits, wh.root)
+
+
+def create_views(con, wh: Warehouse, views: dict[str, str]) -> None:
+    """DuckDB views over warehouse tables (view name -> table), every ``dt=`` partition."""
+    for view, table in views.items():
+        glob = str(wh.table(table) / "dt=*" / "*.parquet")
+        con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet(?, hive_partitioning = true, "
+                    "hive_types = {'dt': DATE}, union_by_name = true)".replace("?", _quote(glob)))
+
+
+def held_out_pairs(data: SequenceData) -> np.ndarray:
+    """(user_idx, item_idx) of every event after a user's training events, one row per event."""
+    starts = data.offsets[:-1] + data.train_len
+    pos = ragged_positions(starts, data.offsets[1:])
+    rows = ragged_rows(starts, data.offsets[1:])
+    return np.stack([data.users[rows], data.items[pos]], 1).astype(np.int64)
+
+
+def prefix_windows(data: SequenceData, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end of one window per training target: every prefix of a user's training events
+    of at least 2 events, cut to its last ``width`` (the last event is the target)."""
+    n = data.train_len.astype(np.int64)
+    counts = np.maximum(n - 1, 0)
+    user = np.repeat(np.arange(len(n)), counts)
+    k = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    ends = data.offsets[:-1][user] + 2 + k
+    return np.maximum(data.offsets[:-1][user], ends - width), ends
 
 
 def _pad_lists(lists) -> np.ndarray:

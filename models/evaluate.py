@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from models.base import SequenceModel
-from models.data import SequenceData, history_windows, ragged_positions, ragged_rows
+from models.data import SequenceData, ragged_positions, ragged_rows
 from models.metrics import mask_scores, metrics_from_ranks, target_ranks
 
 KS = (10, 20)
@@ -47,10 +47,11 @@ def evaluate(model: SequenceModel, data: SequenceData, split: str, *, mask_seen:
     per_user: dict[tuple[str, int], list[np.ndarray]] = {}
     for lo in range(0, len(sp), step):
         rows, hist = sp.rows[lo:lo + step], sp.history_len[lo:lo + step]
-        history, lengths = history_windows(data, rows, hist, model.params.max_len)
+        history, lengths = model.histories(data, rows, hist)
         history_t = torch.as_tensor(history, device=device)
         lengths_t = torch.as_tensor(lengths, device=device)
-        scores = model.full_scores(history_t, lengths_t).float()
+        users_t = torch.as_tensor(data.users[rows], device=device)
+        scores = model.full_scores(history_t, lengths_t, users_t).float()
         if mask_seen:
             starts = data.offsets[rows]
             pos = ragged_positions(starts, starts + hist)

@@ -33,8 +33,8 @@ class GRU4Rec(SequenceModel):
     Params: ClassVar[type[ModelParams]] = RNNParams
     cell: ClassVar[type[nn.RNNBase]] = nn.GRU
 
-    def __init__(self, n_items: int, params: RNNParams):
-        super().__init__(n_items, params)
+    def __init__(self, n_items: int, params: RNNParams, n_users: int = 0):
+        super().__init__(n_items, params, n_users)
         self.item_emb = nn.Embedding(n_items + 1, params.dim, padding_idx=0)
         self.dropout = nn.Dropout(params.dropout)
         self.rnn = self.cell(params.dim, params.hidden_size, params.num_layers, batch_first=True,

@@ -33,13 +33,16 @@ def resolve_day(cfg: Config, day: date | None) -> date:
     return day if day is not None else latest_day(cfg.warehouse)
 
 
-def build(mc: MethodConfig, n_items: int):
-    """A new model of the method; its initial weights depend only on ``train.seed``."""
+def build(mc: MethodConfig, n_items: int, n_users: int = 0):
+    """A new model of the method; its initial weights depend only on ``train.seed``.
+
+    ``n_users`` is the user vocabulary's size (the largest ``user_idx`` + 1), for methods with a
+    row per user."""
     import torch
 
     cls = get_method(mc.method)
     torch.manual_seed(mc.train.seed)
-    return cls(n_items, mc.params())
+    return cls(n_items, mc.params(), n_users)
 
 
 def train_method(cfg: Config, name: str, day: date, *, sets: list[str] = (), resume: bool = False,
@@ -49,7 +52,7 @@ def train_method(cfg: Config, name: str, day: date, *, sets: list[str] = (), res
 
     mc = method_config(name, cfg.methods.get(name), sets)
     data = data or load(cfg.warehouse, day, mc.train.protocol)
-    model = build(mc, data.n_items)
+    model = build(mc, data.n_items, data.user_vocab)
     folder = model_folder(cfg, mc, day)
     echo(f"train {name} on {dataset_name(cfg)} as of {day}: {len(data.users):,} users, {data.n_items:,} items, "
          f"{len(data.items):,} events -> {folder}")
@@ -86,7 +89,7 @@ def load_trained(cfg: Config, name: str, day: date, sets: list[str] = ()):
         raise ModelNotFound(f"no trained {name} as of {day} with this configuration ({folder}); "
                             f"run `seqrep train --method {name} --date {day}{''.join(' --set ' + x for x in sets)}` first")
     meta = read_json(folder / "config.json")
-    model = build(mc, int(meta["n_items"]))
+    model = build(mc, int(meta["n_items"]), int(meta.get("user_vocab", 0)))
     load_model(model, folder)
     return mc, model, folder
 

@@ -1,8 +1,8 @@
 """Training: one loop for every method.
 
-Windows of each user's training events (``models.data.training_windows``) are shuffled each epoch
-by a generator seeded with (seed, epoch), batched, and fed to ``model.loss``; Adam updates the
-weights. After each epoch the validation split is ranked in full; the best validation NDCG@10
+The model's training examples (``model.training_examples``: by default windows of each user's
+training events) are shuffled each epoch by a generator seeded with (seed, epoch), batched, and fed
+to ``model.loss``; Adam updates the weights. After each epoch the validation split is ranked in full; the best validation NDCG@10
 keeps its weights, and ``patience`` epochs without a better one stop training. CUDA runs under
 bfloat16 autocast; CPU runs in float32 with deterministic algorithms, so a seed gives the same
 model twice. A ``.partial`` folder holds the state after every epoch for ``resume``.
@@ -25,7 +25,7 @@ import torch
 
 from models.base import SequenceModel
 from models.checkpoint import load_state, save_model, save_state, write_json
-from models.data import SequenceData, training_windows, windows
+from models.data import SequenceData
 from models.evaluate import evaluate
 from models.registry import MethodConfig, TrainParams
 
@@ -72,8 +72,8 @@ def train(model: SequenceModel, data: SequenceData, mc: MethodConfig, folder: Pa
     model.to(device)
     t0 = time.perf_counter()
     log: list[dict[str, Any]] = []
+    model.prepare(data)
     if not getattr(model, "learned", True):
-        model.fit(data)
         best_state, best_epoch, best, epoch = model.state_dict(), 0, float("nan"), 0
     else:
         best_state, best_epoch, best, epoch, log = _fit(model, data, tp, partial, resume, device, echo, progress)
@@ -87,7 +87,7 @@ def train(model: SequenceModel, data: SequenceData, mc: MethodConfig, folder: Pa
         peak_gpu_mb = torch.cuda.max_memory_allocated(device) / 2**20
     write_json(partial / "config.json", {
         "method": mc.method, "version": folder.name, "day": data.day, "protocol": data.protocol,
-        "n_items": data.n_items, "n_users": len(data.users), "model": mc.params().model_dump(),
+        "n_items": data.n_items, "n_users": len(data.users), "user_vocab": model.n_users, "model": mc.params().model_dump(),
         "train": tp.model_dump(), "device": str(device), "epochs": epoch, "best_epoch": best_epoch,
         "best_valid_ndcg@10": best, "train_seconds": round(seconds, 2), "torch": torch.__version__,
         "peak_rss_mb": round(peak_mb, 1), **({"peak_gpu_mb": round(peak_gpu_mb, 1)} if device.type == "cuda" else {}),
@@ -103,13 +103,12 @@ def _fit(model, data, tp, partial, resume, device, echo, progress):
     from tqdm.auto import tqdm
 
     optimizer = torch.optim.Adam(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
-    starts, ends = training_windows(data, model.window_width, model.window_stride)
-    if len(starts) == 0:
-        raise ValueError(f"no training windows as of {data.day}: every user has fewer than 2 training events")
-    matrix = torch.as_tensor(windows(data.items, starts, ends, model.window_width))
+    matrix = model.training_examples(data)
+    if len(matrix) == 0:
+        raise ValueError(f"no training examples as of {data.day}: every user has fewer than 2 training events")
     if device.type == "cuda":
         matrix = matrix.to(device)
-    targets_per_epoch = int(((matrix[:, 1:] > 0).sum() if model.window_stride < model.window_width else (matrix > 0).sum()))
+    targets_per_epoch = model.count_targets(matrix)
     epoch, best, best_epoch, stale, log = 0, -1.0, 0, 0, []
     best_state = copy.deepcopy(model.state_dict())
     meta = load_state(partial, model, optimizer) if resume else None

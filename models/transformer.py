@@ -45,8 +45,8 @@ class SASRec(SequenceModel):
     Params: ClassVar[type[ModelParams]] = TransformerParams
     causal: ClassVar[bool] = True
 
-    def __init__(self, n_items: int, params: TransformerParams):
-        super().__init__(n_items, params)
+    def __init__(self, n_items: int, params: TransformerParams, n_users: int = 0):
+        super().__init__(n_items, params, n_users)
         d = params.dim
         self.item_emb = nn.Embedding(self.vocab_size, d, padding_idx=0)
         self.pos_emb = nn.Embedding(params.max_len, d)
@@ -95,8 +95,8 @@ class BERT4Rec(SASRec):
     Params: ClassVar[type[ModelParams]] = BERT4RecParams
     causal: ClassVar[bool] = False
 
-    def __init__(self, n_items: int, params: BERT4RecParams):
-        super().__init__(n_items, params)
+    def __init__(self, n_items: int, params: BERT4RecParams, n_users: int = 0):
+        super().__init__(n_items, params, n_users)
         d = params.dim
         self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d))
         self.out_bias = nn.Parameter(torch.zeros(n_items + 1))
@@ -120,7 +120,7 @@ class BERT4Rec(SASRec):
     def hidden(self, items: Tensor) -> Tensor:
         return self.head(self._encode_stack(items))
 
-    def encode(self, history: Tensor, lengths: Tensor) -> Tensor:
+    def encode(self, history: Tensor, lengths: Tensor, users: Tensor | None = None) -> Tensor:
         """The output at a [mask] put after the history (its first event drops out when full)."""
         B, L = history.shape
         full = lengths >= L
@@ -132,7 +132,7 @@ class BERT4Rec(SASRec):
         x[rows, pos] = self.mask_token
         return self.hidden(x)[rows, pos]
 
-    def full_scores(self, history: Tensor, lengths: Tensor) -> Tensor:
+    def full_scores(self, history: Tensor, lengths: Tensor, users: Tensor | None = None) -> Tensor:
         return self.encode(history, lengths) @ self.item_embeddings().T + self.out_bias
 
     def loss(self, windows: Tensor) -> Tensor:

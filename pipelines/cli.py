@@ -235,9 +235,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_methods(args: argparse.Namespace) -> None:
     from models.registry import CONFIG_DIR, FAMILIES, METHODS
 
+    width = max(map(len, METHODS))
     for name, cls in METHODS.items():
         doc = (cls.__doc__ or "").strip().splitlines()[0]
-        print(f"{name:<10} {FAMILIES[name]:<12} {doc}  [{(CONFIG_DIR / (name + '.yaml')).relative_to(CONFIG_DIR.parent.parent)}]")
+        print(f"{name:<{width}} {FAMILIES[name]:<12} {doc}  [{(CONFIG_DIR / (name + '.yaml')).relative_to(CONFIG_DIR.parent.parent)}]")
 
 
 def _print_metrics(rows: list[dict], as_json: bool) -> None:

@@ -99,10 +99,10 @@ def test_baselines_on_hand_counts():
     items = np.array([1, 2, 3, 1, 2, 4, 2, 3])
     data = SequenceData(date(2024, 1, 1), "loo", 4, np.array([1, 2]), np.array([0, 3, 8]), items, np.array([3, 5]))
     pop = build(method_config("pop"), 4)
-    pop.fit(data)
+    pop.prepare(data)
     assert pop.popularity.tolist() == [0, 2, 3, 2, 1]
     markov = build(method_config("markov"), 4)
-    markov.fit(data)
+    markov.prepare(data)
     scores = markov.full_scores(torch.tensor([[1, 2, 0]]), torch.tensor([2]))  # last item 2: 2 -> 3 twice, 2 -> 4 once
     tie_break = np.array([0, 2, 3, 2, 1]) / 4
     assert scores[0].tolist() == pytest.approx((tie_break + np.array([0, 0, 0, 2, 1])).tolist())
@@ -144,7 +144,7 @@ def test_training_learns_the_cycle_and_is_deterministic(tmp_path, name):
     test = evaluate(m1, data, "test").mean()
     assert test[("hr", 10)] > 0.9, test  # the cycle is learnable; popularity is flat on it
     pop = build(method_config("pop"), data.n_items)
-    pop.fit(data)
+    pop.prepare(data)
     assert evaluate(pop, data, "test").mean()[("hr", 10)] < 0.6
     assert (r1.folder / "model.safetensors").is_file() and (r1.folder / "config.json").is_file()
     assert not r1.folder.with_name(r1.folder.name + ".partial").exists()

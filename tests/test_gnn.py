@@ -1,0 +1,163 @@
+"""SR-GNN and LightGCN: session graphs, the training graph from the ETL's tables, and smoke training on ml-100k."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pytest
+import torch
+
+from models.data import SequenceData, Split, latest_day, load, prefix_windows
+from models.evaluate import evaluate
+from models.gnn import SRGNN, LightGCN, session_graphs, training_graph
+from models.registry import method_config
+from models.run import build
+
+
+def _edges(edge_index: torch.Tensor, node_item: torch.Tensor) -> set[tuple[int, int]]:
+    return {(int(node_item[a]), int(node_item[b])) for a, b in edge_index.T.tolist()}
+
+
+def test_session_graph_by_hand():
+    # row 0: 3 4 3 5 (a revisit of 3); row 1: 7 7 8 (a repeat: self-loop) then padding
+    items = torch.tensor([[3, 4, 3, 5, 0], [7, 7, 8, 0, 0]])
+    node_item, edge_index, pos = session_graphs(items, torch.tensor([4, 3]), n_items=10)
+    assert node_item.tolist() == [3, 4, 5, 7, 8]  # each row's distinct items, row by row
+    assert pos.tolist() == [[0, 1, 0, 2, -1], [3, 3, 4, -1, -1]]
+    assert _edges(edge_index, node_item) == {(3, 4), (4, 3), (3, 5), (7, 7), (7, 8)}
+    assert edge_index.shape[1] == 5  # distinct edges only; none across rows
+    rows_of = torch.tensor([0, 0, 0, 1, 1])
+    assert torch.equal(rows_of[edge_index[0]], rows_of[edge_index[1]])
+
+
+def _tiny(n_items: int = 12) -> SequenceData:
+    # three users; each sequence cycles through items so the next item is predictable
+    seqs = [[1, 2, 3, 4, 1, 2, 3, 4, 1, 2], [5, 6, 7, 5, 6, 7, 5, 6], [2, 3, 4, 1, 2, 3, 4, 1, 2]]
+    lens = np.array([len(s) for s in seqs])
+    offsets = np.concatenate([[0], np.cumsum(lens)])
+    rows = np.arange(3)
+    splits = {"valid": Split(rows, lens - 2, np.array([[s[-2]] for s in seqs])),
+              "test": Split(rows, lens - 1, np.array([[s[-1]] for s in seqs]))}
+    return SequenceData(date(2020, 1, 1), "loo", n_items, np.array([0, 1, 2]), offsets,
+                        np.concatenate(seqs).astype(np.int64), lens - 2, splits)
+
+
+def test_prefix_windows_one_per_training_target():
+    data = _tiny()
+    starts, ends = prefix_windows(data, width=4)
+    assert len(starts) == int((data.train_len - 1).sum())
+    assert (ends - starts).max() == 4 and (ends - starts).min() == 2
+    # user 0's first window is its first two events; its last ends at its last training event
+    assert (starts[0], ends[0]) == (0, 2)
+    assert ends[int(data.train_len[0]) - 2] == data.train_len[0]
+
+
+def test_srgnn_shapes_padding_and_learning():
+    data = _tiny()
+    mc = method_config("srgnn", sets=["model.dim=16", "model.max_len=4"])
+    model = build(mc, data.n_items)
+    model.eval()
+    hist, lens = torch.tensor([[1, 2, 3, 0], [5, 6, 0, 0]]), torch.tensor([3, 2])
+    assert model.full_scores(hist, lens).shape == (2, data.n_items + 1)
+    # right padding is never read
+    padded = model.encode(torch.tensor([[1, 2, 3, 0, 0, 0]]), torch.tensor([3]))
+    assert torch.allclose(model.encode(torch.tensor([[1, 2, 3]]), torch.tensor([3])), padded, atol=1e-6)
+    model.train()
+    examples = model.training_examples(data)
+    assert examples.shape == (int((data.train_len - 1).sum()), 5)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    first = float(model.loss(examples).detach())
+    for _ in range(40):
+        opt.zero_grad()
+        loss = model.loss(examples)
+        loss.backward()
+        opt.step()
+    assert float(loss) < first / 3
+
+
+def test_lightgcn_needs_users_and_a_warehouse():
+    mc = method_config("lightgcn")
+    with pytest.raises(ValueError, match="n_users"):
+        build(mc, 10, 0)
+    model = build(mc, 12, 3)
+    with pytest.raises(ValueError, match="warehouse"):
+        model.prepare(_tiny())
+
+
+# -- ml-100k -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ml(movielens_wh):
+    return load(movielens_wh, latest_day(movielens_wh), "loo")
+
+
+@pytest.mark.realdata
+def test_session_graph_matches_one_built_by_hand_from_the_source(ml, data_dir):
+    """A user's session graph from the ETL's sequences equals one built by hand from u.data."""
+    import duckdb
+
+    raw = np.loadtxt(data_dir("ml-100k") / "u.data", dtype=np.int64)
+    vocab = dict(duckdb.sql(f"SELECT item_id, item_idx FROM read_parquet('{ml.warehouse}/vocab/items/*/*.parquet')")
+                 .fetchall())
+    # users whose first K ratings have distinct timestamps (and the K+1-th a later one): their
+    # order needs no tie-breaking (ml-100k has 12 such users for K = 10)
+    K, checked = 10, 0
+    order = np.lexsort((raw[:, 3], raw[:, 0]))
+    raw = raw[order]
+    for user in range(1, 944):
+        rows = raw[raw[:, 0] == user]
+        if len(np.unique(rows[:K + 1, 3])) < K + 1:
+            continue
+        items = [vocab[str(i)] for i in rows[:K, 1]]
+        r = int(np.searchsorted(ml.users, duckdb.sql(
+            f"SELECT user_idx FROM read_parquet('{ml.warehouse}/vocab/users/*/*.parquet') WHERE user_id = '{user}'"
+        ).fetchall()[0][0]))
+        seq = ml.items[ml.offsets[r]:ml.offsets[r] + K]
+        assert seq.tolist() == items
+        node_item, edge_index, _ = session_graphs(torch.as_tensor(seq)[None], torch.tensor([K]), ml.n_items)
+        assert sorted(node_item.tolist()) == sorted(set(items))
+        assert _edges(edge_index, node_item) == set(zip(items[:-1], items[1:]))
+        checked += 1
+    assert checked >= 5
+
+
+@pytest.mark.realdata
+def test_lightgcn_graph_is_the_etl_user_item_table_without_held_out_events(ml):
+    src, dst = training_graph(ml)
+    pos = np.concatenate([np.arange(o, o + n) for o, n in zip(ml.offsets[:-1], ml.train_len)])
+    rows = np.repeat(np.arange(len(ml.users)), ml.train_len)
+    train_pairs = set(zip(ml.users[rows].tolist(), ml.items[pos].tolist()))
+    assert set(zip(src.tolist(), dst.tolist())) == train_pairs  # ml-100k: one rating per (user, movie)
+    for split in ("valid", "test"):
+        sp = ml.splits[split]
+        held = set(zip(ml.users[sp.rows].tolist(), sp.targets[:, 0].tolist()))
+        assert not held & set(zip(src.tolist(), dst.tolist()))
+    model = build(method_config("lightgcn"), ml.n_items, ml.user_vocab)
+    model.prepare(ml)
+    assert model.edge_index.shape == (2, 2 * len(src))  # sparse, both directions; no dense matrix
+
+
+def _slice(ml: SequenceData, n: int = 300) -> SequenceData:
+    return ml.take(np.arange(n))
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("method,sets", [
+    ("srgnn", ["model.dim=32", "model.max_len=20", "train.batch_size=256", "train.epochs=4", "train.lr=0.003"]),
+    ("lightgcn", ["model.dim=32", "train.batch_size=1024", "train.epochs=20", "train.lr=0.01"]),
+])
+def test_smoke_training_beats_popularity(ml, tmp_path, method, sets):
+    from models.trainer import train
+
+    data = _slice(ml)
+    pop = build(method_config("pop"), data.n_items)
+    pop.prepare(data)
+    pop_hr = evaluate(pop, data, "test").mean()[("hr", 10)]
+    mc = method_config(method, sets=[*sets, "train.seed=1", "train.patience=100"])
+    model = build(mc, data.n_items, data.user_vocab)
+    result = train(model, data, mc, tmp_path / "models" / method / "v1", echo=lambda m: None, progress=False)
+    assert result.log[-1]["loss"] < result.log[0]["loss"]
+    hr = evaluate(model, data, "test").mean()[("hr", 10)]
+    assert hr > pop_hr, (hr, pop_hr)
+    assert (result.folder / "model.safetensors").is_file()
