@@ -6,6 +6,10 @@ full on the test split. The table gives test HR/NDCG/MRR@10 as mean ± standard 
 seeds, the paired difference in NDCG@10 against the Markov baseline (per user, averaged over
 seeds; mean and 95% interval over users), seconds per epoch, epochs, wall time and peak memory.
 
+``--tail K`` adds the long-tail slice: test users whose target item has at most K training events
+(``SequenceData.item_counts``, the events every method trains on; 0 = an item never trained on),
+with HR@10 and NDCG@10 on that slice and the paired ΔNDCG@10 against ``--base`` on it.
+
 Run (ml-100k, after ``seqrep ingest`` and ``seqrep etl --all`` into wh-ml):
     python bench/train.py --warehouse wh-ml --config configs/movielens.yaml --seeds 1,2,3
 """
@@ -46,7 +50,9 @@ def worker(args: argparse.Namespace) -> None:
     test = evaluate(model, data, "test")
     meta = read_json(folder / "config.json")
     out = Path(args.out)
-    np.savez(out.with_suffix(".npz"), users=test.users,
+    # Training events of each test user's target item: the long-tail slice (--tail) selects on it.
+    target_events = data.item_counts()[data.splits["test"].targets[:, 0]]
+    np.savez(out.with_suffix(".npz"), users=test.users, target_train_events=target_events,
              **{f"{m}@{k}": v for (m, k), v in test.per_user.items()})
     log = result.log
     out.write_text(json.dumps({
@@ -66,6 +72,9 @@ def main() -> None:
     ap.add_argument("--methods", default="pop,markov,gru4rec,lstm,sasrec,bert4rec")
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--set", action="append", default=[], help="extra --set for every learned method")
+    ap.add_argument("--base", default="markov", help="the method each one is compared with, paired on users")
+    ap.add_argument("--tail", type=int, default=None, metavar="K",
+                    help="also report the test users whose target item has <= K training events")
     ap.add_argument("--out", help="folder for per-run JSON and per-user metrics (default: a temp folder)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--method", help=argparse.SUPPRESS)
@@ -96,7 +105,7 @@ def main() -> None:
             r = json.loads(out.read_text())
             r["per_user"] = dict(np.load(out.with_suffix(".npz")))
             results.setdefault(method, []).append(r)
-    print_table(results)
+    print_table(results, args.base, args.tail)
     summary = {m: [{k: v for k, v in r.items() if k not in ("per_user", "log")} for r in rs] for m, rs in results.items()}
     (outdir / "summary.json").write_text(json.dumps(summary, indent=1))
 
@@ -105,23 +114,46 @@ def _ms(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1 else f"{values[0]:.4f}"
 
 
-def print_table(results: dict[str, list[dict]]) -> None:
-    ref = results.get("markov")
+def _paired(d: np.ndarray) -> str:
+    """Mean of per-user differences ``d`` and its 95% normal interval."""
+    if len(d) < 2:
+        return f"{d.mean():+.4f}" if len(d) else "-"
+    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
+    return f"{d.mean():+.4f} [{d.mean() - half:+.4f}, {d.mean() + half:+.4f}]"
+
+
+def print_table(results: dict[str, list[dict]], base: str = "markov", tail: int | None = None) -> None:
+    ref = results.get(base)
     ref_ndcg = np.mean([r["per_user"]["ndcg@10"] for r in ref], 0) if ref else None
-    head = ("| method | seeds | HR@10 | NDCG@10 | MRR@10 | ΔNDCG@10 vs Markov (paired, 95% CI) | s/epoch | epochs | wall s | peak MB |\n"
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    print(head)
+    head = f"| method | seeds | HR@10 | NDCG@10 | MRR@10 | ΔNDCG@10 vs {base} (paired, 95% CI) | s/epoch | epochs | wall s | peak MB |"
+    rule = "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    in_tail = None
+    if tail is not None:
+        any_run = next(r for rs in results.values() for r in rs)
+        if "target_train_events" not in any_run["per_user"]:
+            raise SystemExit("--tail: these results lack target_train_events (rerun them with this bench/train.py)")
+        in_tail = any_run["per_user"]["target_train_events"] <= tail  # the same test users for every run
+        head += (f" tail≤{tail} users | HR@10 tail | NDCG@10 tail | ΔNDCG@10 tail vs {base} (paired, 95% CI) |")
+        rule += " --- | --- | --- | --- |"
+    print(head + "\n" + rule)
     for method, rs in results.items():
         cells = [_ms([r["test"][f"{m}@10"] for r in rs]) for m in ("hr", "ndcg", "mrr")]
         delta = "-"
-        if ref_ndcg is not None and method != "markov":
+        if ref_ndcg is not None and method != base:
             d = np.mean([r["per_user"]["ndcg@10"] for r in rs], 0) - ref_ndcg
-            half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
-            delta = f"{d.mean():+.4f} [{d.mean() - half:+.4f}, {d.mean() + half:+.4f}]"
-        print(f"| {method} | {len(rs)} | {cells[0]} | {cells[1]} | {cells[2]} | {delta} | "
-              f"{statistics.median(r['sec_per_epoch'] for r in rs):.2f} | "
-              f"{statistics.median(r['epochs'] for r in rs):.0f} | {statistics.median(r['wall_seconds'] for r in rs):.0f} | "
-              f"{max(r['peak_rss_mb'] for r in rs):.0f} |")
+            delta = _paired(d)
+        line = (f"| {method} | {len(rs)} | {cells[0]} | {cells[1]} | {cells[2]} | {delta} | "
+                f"{statistics.median(r['sec_per_epoch'] for r in rs):.2f} | "
+                f"{statistics.median(r['epochs'] for r in rs):.0f} | {statistics.median(r['wall_seconds'] for r in rs):.0f} | "
+                f"{max(r['peak_rss_mb'] for r in rs):.0f} |")
+        if in_tail is not None:
+            slice_cells = [_ms([float(r["per_user"][f"{m}@10"][in_tail].mean()) if in_tail.any() else float("nan")
+                                for r in rs]) for m in ("hr", "ndcg")]
+            tail_delta = "-"
+            if ref_ndcg is not None and method != base:
+                tail_delta = _paired(np.mean([r["per_user"]["ndcg@10"] for r in rs], 0)[in_tail] - ref_ndcg[in_tail])
+            line += f" {int(in_tail.sum())} | {slice_cells[0]} | {slice_cells[1]} | {tail_delta} |"
+        print(line)
 
 
 if __name__ == "__main__":
