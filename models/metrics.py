@@ -32,7 +32,11 @@ def target_ranks(scores: Tensor, targets: Tensor) -> Tensor:
     """
     s_t = scores.gather(1, targets.clamp(min=0))  # [B, T]
     # Candidates at least as high as the target, the target itself included (when unmasked).
-    at_least = (scores.unsqueeze(1) >= s_t.unsqueeze(2)).sum(-1)  # [B, T]
+    if targets.size(1) == 1:  # one comparison per candidate
+        at_least = (scores >= s_t).sum(-1, keepdim=True)
+    else:  # many targets (a day's items): a sort and binary searches, not a [B, T, N] comparison
+        ascending = scores.sort(1).values
+        at_least = scores.size(1) - torch.searchsorted(ascending, s_t.contiguous(), side="left")
     ranks = torch.where(torch.isneginf(s_t), torch.full_like(at_least, -1), at_least)
     return torch.where(targets > 0, ranks, torch.zeros_like(ranks))
 

@@ -11,17 +11,24 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from models.adversarial import SASRecGAN
 from models.base import ModelParams, SequenceModel
 from models.baselines import Markov, MostPopular
+from models.gnn import SRGNN, LightGCN
+from models.multimodal import TextSASRec
+from models.multitask import MMoE
 from models.rnn import LSTM, GRU4Rec
 from models.transformer import BERT4Rec, SASRec
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
-METHODS: dict[str, type[SequenceModel]] = {m.name: m for m in (MostPopular, Markov, GRU4Rec, LSTM, SASRec, BERT4Rec)}
+METHODS: dict[str, type[SequenceModel]] = {
+    m.name: m for m in (MostPopular, Markov, GRU4Rec, LSTM, SASRec, BERT4Rec, SRGNN, LightGCN, TextSASRec, SASRecGAN,
+                        MMoE)}
 
 FAMILIES: dict[str, str] = {"pop": "baseline", "markov": "baseline", "gru4rec": "RNN", "lstm": "RNN",
-                            "sasrec": "Transformer", "bert4rec": "Transformer"}
+                            "sasrec": "Transformer", "bert4rec": "Transformer", "srgnn": "GNN", "lightgcn": "GNN",
+                            "sasrec_text": "multimodal", "sasrec_gan": "GAN", "mmoe": "multi-task"}
 
 
 class TrainParams(BaseModel):

@@ -71,3 +71,20 @@ def test_rows_are_independent():
     assert ranks.tolist() == [[1], [2]]
     m = metrics_from_ranks(ranks, ks=(1,))
     assert m[("hr", 1)].tolist() == [1.0, 0.0]
+
+
+def test_many_targets_rank_like_the_direct_comparison():
+    """Rows with several targets take a sort and binary search; the ranks equal the direct count."""
+    g = torch.Generator().manual_seed(3)
+    scores = torch.randint(0, 20, (64, 200), generator=g).float()  # many ties
+    scores[:, 0] = -math.inf
+    scores[torch.rand(64, 200, generator=g) < 0.1] = -math.inf  # masked candidates
+    targets = torch.randint(0, 200, (64, 7), generator=g)  # 0 = padding slot
+    ranks = target_ranks(scores, targets)
+    s_t = scores.gather(1, targets)
+    direct = (scores.unsqueeze(1) >= s_t.unsqueeze(2)).sum(-1)
+    expected = torch.where(torch.isneginf(s_t), -1, direct)
+    expected = torch.where(targets > 0, expected, 0)
+    assert torch.equal(ranks, expected)
+    one = torch.cat([target_ranks(scores, targets[:, i:i + 1]) for i in range(7)], 1)
+    assert torch.equal(one, expected)
