@@ -53,6 +53,8 @@ class SequenceData:
     splits: dict[str, Split] = field(default_factory=dict)
     #: The warehouse it came from (graph methods read its edge tables); None for data built in memory.
     warehouse: Path | None = None
+    #: Behavior code of each event in ``items`` (``models.multitask``), loaded on first use.
+    event_codes: np.ndarray | None = None
 
     @property
     def user_vocab(self) -> int:
@@ -75,8 +77,10 @@ class SequenceData:
         for name, sp in self.splits.items():
             keep = new_row[sp.rows] >= 0
             splits[name] = Split(new_row[sp.rows[keep]], sp.history_len[keep], sp.targets[keep])
+        codes = None if self.event_codes is None else self.event_codes[
+            ragged_positions(self.offsets[rows], self.offsets[rows + 1])]
         return SequenceData(self.day, self.protocol, self.n_items, self.users[rows], offsets, items,
-                            self.train_len[rows], splits, self.warehouse)
+                            self.train_len[rows], splits, self.warehouse, codes)
 
     def item_counts(self) -> np.ndarray:
         """Training events per item (index 0 unused): the popularity of the training data."""

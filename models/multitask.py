@@ -122,10 +122,9 @@ def load_behaviors(data: SequenceData) -> np.ndarray:
 
 def behavior_codes(data: SequenceData) -> np.ndarray:
     """``data.event_codes`` (behavior codes aligned with ``data.items``), loaded once and kept on ``data``."""
-    codes = getattr(data, "event_codes", None)
+    codes = data.event_codes
     if codes is None:
-        codes = load_behaviors(data)
-        data.event_codes = codes  # cached on the instance: the trainer and the evaluator share one load
+        codes = data.event_codes = load_behaviors(data)  # the trainer and the evaluator share one load
     if len(codes) != len(data.items):
         raise DataError(f"data.event_codes has {len(codes)} codes for {len(data.items)} events")
     return codes
@@ -351,8 +350,7 @@ def evaluate_tasks(model, data: SequenceData, tasks: list[str] | None = None, *,
     tasks = [ALIASES.get(t, t) for t in (tasks or getattr(model, "tasks", None) or list(MMoEParams().tasks))]
     out = {}
     for task, split in task_splits(data, tasks).items():
-        view = replace(data, splits={task: split})
-        view.event_codes = behavior_codes(data)  # not a dataclass field: carried by hand
+        view = replace(data, splits={task: split}, event_codes=behavior_codes(data))
         heads = getattr(model, "tasks", [])
         ctx = model.task(task) if task in heads else _nothing()
         with ctx:
