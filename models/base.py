@@ -13,6 +13,8 @@ and the evaluator never look inside one:
 - ``encode(history, lengths, users)``: user vectors from right-padded histories (the last
   ``max_len`` events) and the users' vocabulary indexes (graph methods read those);
 - ``item_embeddings()``: the item vectors, row ``i`` for item index ``i`` (row 0 is padding);
+- ``fold_in(history, lengths, users)``: user vectors for fresh activity the model was not trained
+  on (``seqrep infer``; ``encode`` unless the method has per-user parameters);
 - ``full_scores(history, lengths, users)``: scores of every item, ``encode(...) @ item_embeddings().T``.
 """
 
@@ -52,6 +54,8 @@ class SequenceModel(nn.Module):
 
     name: ClassVar[str]
     Params: ClassVar[type[ModelParams]] = ModelParams
+    #: Reads each event's behavior besides its item (``SequenceData.event_codes``).
+    uses_event_codes: ClassVar[bool] = False
 
     def __init__(self, n_items: int, params: ModelParams, n_users: int = 0):
         super().__init__()
@@ -98,6 +102,12 @@ class SequenceModel(nn.Module):
         """User vectors: the hidden state at each history's last event."""
         h = self.hidden(history)
         return h[torch.arange(h.size(0), device=h.device), lengths - 1]
+
+    def fold_in(self, history: Tensor, lengths: Tensor, users: Tensor | None = None) -> Tensor:
+        """Vectors of users whose newest events the model was not trained on. Sequence encoders
+        read the history anyway, so this is ``encode``; methods with per-user parameters
+        (LightGCN) derive the vector from the history instead."""
+        return self.encode(history, lengths, users)
 
     def full_scores(self, history: Tensor, lengths: Tensor, users: Tensor | None = None) -> Tensor:
         return self.encode(history, lengths, users) @ self.item_embeddings().T

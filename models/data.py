@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.sqlfiles import duckdb_sql
+from pipelines.sqlfiles import duckdb_sql, sql_literal
 from pipelines.warehouse import Warehouse
 
 
@@ -192,7 +192,7 @@ def create_views(con, wh: Warehouse, views: dict[str, str]) -> None:
     for view, table in views.items():
         glob = str(wh.table(table) / "dt=*" / "*.parquet")
         con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet(?, hive_partitioning = true, "
-                    "hive_types = {'dt': DATE}, union_by_name = true)".replace("?", _quote(glob)))
+                    "hive_types = {'dt': DATE}, union_by_name = true)".replace("?", sql_literal(glob)))
 
 
 def held_out_pairs(data: SequenceData) -> np.ndarray:
@@ -224,8 +224,3 @@ def _pad_lists(lists) -> np.ndarray:
     cols = np.arange(int(lens.sum())) - np.repeat(offsets[:-1], lens)
     out[rows, cols] = lists.values.to_numpy()
     return out
-
-
-def _quote(path: str) -> str:
-    """A warehouse path as a SQL string literal (DuckDB takes no parameters in a view's definition)."""
-    return "'" + path.replace("'", "''") + "'"

@@ -185,6 +185,13 @@ class LightGCN(SequenceModel):
     def item_embeddings(self) -> Tensor:
         return self._embeddings()[self.n_users:]
 
+    def fold_in(self, history: Tensor, lengths: Tensor, users: Tensor | None = None) -> Tensor:
+        """``u = mean_{i in history} v_i``: one propagation step from the user's items, without
+        retraining (a user's trained row only knows the training graph)."""
+        v = self.item_embeddings()[history]  # [B, L, d]; padding rows are masked out below
+        real = (history > 0).unsqueeze(-1).to(v.dtype)
+        return (v * real).sum(1) / real.sum(1).clamp(min=1)
+
     def full_scores(self, history: Tensor, lengths: Tensor, users: Tensor | None = None) -> Tensor:
         if users is None:
             raise ValueError("lightgcn encodes users by their user_idx")

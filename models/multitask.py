@@ -204,6 +204,7 @@ class MMoE(SASRec):
 
     name: ClassVar[str] = "mmoe"
     Params: ClassVar[type[ModelParams]] = MMoEParams
+    uses_event_codes: ClassVar[bool] = True
 
     def __init__(self, n_items: int, params: MMoEParams, n_users: int = 0):
         super().__init__(n_items, params, n_users)

@@ -87,6 +87,34 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--json", action="store_true", help="print the metrics rows as JSON")
         if name == "train":
             s.add_argument("--resume", action="store_true", help="continue an interrupted run of this configuration")
+    s = sub.add_parser("infer", parents=[common],
+                       help="write user and item embedding tables of trained methods as of a day, and the item index")
+    s.add_argument("--method", required=True, help="a learned method from `seqrep methods`; several: sasrec,gru4rec")
+    s.add_argument("--date", type=_date, help="embeddings as of this day (default: the last day with sequences)")
+    s.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="the configuration the model was trained with (as given to `seqrep train`)")
+    s.add_argument("--version", help="a model version (folder under models/<method>/) trained on or before --date; "
+                                     "users with newer events are folded in")
+
+    q = sub.add_parser("query", parents=[common], help="SQL and nearest-neighbour queries on the embedding tables")
+    qsub = q.add_subparsers(dest="query", required=True, metavar="QUERY")
+    s = qsub.add_parser("sql", parents=[common], help="one read-only SELECT over the views of sql/views.sql")
+    s.add_argument("text", metavar="SQL")
+    s.add_argument("--limit", type=int, default=50, help="rows printed in table output (default 50; --json prints all)")
+    s.add_argument("--json", action="store_true")
+    for name, arg, text in (("user", "USER_ID", "a user's vector and metadata"),
+                            ("similar-items", "ITEM_ID", "items nearest an item (inner product)"),
+                            ("similar-users", "USER_ID", "users nearest a user (inner product)"),
+                            ("recommend", "USER_ID", "top items for a user, seen items excluded")):
+        s = qsub.add_parser(name, parents=[common], help=text)
+        s.add_argument("id", metavar=arg)
+        s.add_argument("--method", required=True)
+        s.add_argument("--date", type=_date, help="as of this day (default: the newest day with embeddings of the method)")
+        s.add_argument("--json", action="store_true")
+        if name != "user":
+            s.add_argument("--k", type=int, default=10)
+        if name == "similar-items":
+            s.add_argument("--domain", help="the item's domain, when its id exists in several")
     return p
 
 
@@ -277,7 +305,78 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     _print_metrics(rows, args.json)
 
 
-COMMANDS = {"methods": cmd_methods, "train": cmd_train, "evaluate": cmd_evaluate, "ingest": cmd_ingest, "etl": cmd_etl, "validate": cmd_validate, "generate": cmd_generate, "summary": cmd_summary, "demo": cmd_demo}
+def cmd_infer(args: argparse.Namespace) -> None:
+    from models.infer import infer
+    from models.run import resolve_day
+    from pipelines.index import publish_index
+
+    cfg = _config(args)
+    day = resolve_day(cfg, args.date)
+    for name in [m.strip() for m in args.method.split(",") if m.strip()]:
+        infer(cfg, name, day, sets=args.sets, version=args.version)
+        folder = publish_index(cfg, name, day)
+        print(f"item index: {folder.relative_to(Path(cfg.warehouse).resolve())}")
+
+
+def _show(rows: list[dict[str, Any]], as_json: bool, title: str = "") -> None:
+    import json
+
+    if as_json:
+        print(json.dumps(rows, default=str, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title or None)
+    cols = list(rows[0]) if rows else []
+    for c in cols:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        table.add_row(*[_cell(r[c]) for c in cols])
+    Console(width=200).print(table) if rows else print(f"{title}: no rows")
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    if isinstance(v, (list, tuple)) and len(v) > 4:
+        return "[" + ", ".join(f"{x:.3f}" if isinstance(x, float) else str(x) for x in v[:3]) + f", ... ] ({len(v)})"
+    return str(v)
+
+
+def cmd_query(args: argparse.Namespace) -> None:
+    from pipelines.query import Query
+
+    cfg = _config(args)
+    with Query(cfg.warehouse, ef_search=cfg.embeddings.hnsw_ef_search) as q:
+        if args.query == "sql":
+            table = q.sql(args.text)
+            rows = table.to_pylist()
+            _show(rows if args.json else rows[:args.limit], args.json)
+            if not args.json and len(rows) > args.limit:
+                print(f"({len(rows):,} rows; {args.limit} shown: --limit N or --json for more)")
+            return
+        if args.query == "user":
+            row = q.user(args.id, args.method, args.date)
+            _show([row] if args.json else [{k: v for k, v in row.items()}], args.json,
+                  f"user {args.id}: {args.method} as of {row['dt']}")
+            return
+        if args.query == "similar-items":
+            rows = q.similar_items(args.id, args.method, args.k, args.date, args.domain)
+            what = f"items similar to {args.id}"
+        elif args.query == "similar-users":
+            rows = q.similar_users(args.id, args.method, args.k, args.date)
+            what = f"users similar to {args.id}"
+        else:
+            rows = q.recommend(args.id, args.method, args.k, args.date)
+            what = f"recommended for user {args.id} (seen items excluded)"
+        day = rows[0]["dt"] if rows else args.date
+        _show([{k: v for k, v in r.items() if k not in ("method", "dt")} for r in rows] if not args.json else rows,
+              args.json, f"{what}: {args.method} as of {day}")
+
+
+COMMANDS = {"methods": cmd_methods, "train": cmd_train, "evaluate": cmd_evaluate, "ingest": cmd_ingest, "etl": cmd_etl, "validate": cmd_validate, "generate": cmd_generate, "summary": cmd_summary, "demo": cmd_demo,
+            "infer": cmd_infer, "query": cmd_query}
 
 
 def _root_cause(exc: Exception) -> str:
@@ -295,12 +394,17 @@ def main(argv: list[str] | None = None) -> int:
 
     user_errors: tuple[type[Exception], ...] = (ConfigError, InputError, WarehouseError, UsageError, AccountingError,
                                                 FileNotFoundError)
-    if args.command in ("methods", "train", "evaluate"):
+    if args.command in ("methods", "train", "evaluate", "infer"):
         from models.data import DataError
+        from models.infer import InferError
         from models.registry import MethodError
         from models.run import ModelNotFound
 
-        user_errors += (DataError, MethodError, ModelNotFound)
+        user_errors += (DataError, MethodError, ModelNotFound, InferError)
+    if args.command == "query":
+        from pipelines.query import QueryError
+
+        user_errors += (QueryError,)
     try:
         COMMANDS[args.command](args)
     except GateFailed as exc:

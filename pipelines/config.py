@@ -127,6 +127,19 @@ class SyntheticConfig(_Section):
     bad_row_rate: float = Field(0.002, ge=0.0, le=0.5)
 
 
+class EmbeddingsConfig(_Section):
+    """Batch inference and the nearest-neighbour index (``seqrep infer``)."""
+
+    #: Users encoded per forward pass: memory stays bounded whatever the number of users.
+    batch_size: int = Field(2048, ge=1)
+    #: Catalogues of at most this many items get an exact inner-product index, larger ones HNSW.
+    exact_max_items: int = Field(100_000, ge=1)
+    #: HNSW graph degree, build-time and query-time candidate list sizes (FAISS's M, efConstruction, efSearch).
+    hnsw_m: int = Field(32, ge=4)
+    hnsw_ef_construction: int = Field(80, ge=8)
+    hnsw_ef_search: int = Field(128, ge=1)
+
+
 class Config(_Section):
     warehouse: Path = Path("warehouse")
     spark: SparkConfig = SparkConfig()
@@ -137,6 +150,7 @@ class Config(_Section):
     graphs: GraphsConfig = GraphsConfig()
     gates: GatesConfig = GatesConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
+    embeddings: EmbeddingsConfig = EmbeddingsConfig()
     #: Per-method overrides of ``models/configs/<method>.yaml``: ``{sasrec: {model: {...}, train: {...}}}``.
     methods: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
 

@@ -33,3 +33,9 @@ def spark_sql(spark: "SparkSession", name: str, **params: Any) -> "DataFrame":
 def duckdb_sql(name: str) -> str:
     """The file's text with ``:name`` markers rewritten to DuckDB's ``$name``."""
     return _MARKER.sub(r"$\1", load_sql(name))
+
+
+def sql_literal(text: str) -> str:
+    """A string as a SQL literal, for the one place a value cannot be a parameter: a path inside a
+    view's definition (DuckDB binds no parameters there). Quotes are doubled."""
+    return "'" + text.replace("'", "''") + "'"
