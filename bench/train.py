@@ -10,6 +10,9 @@ seeds; mean and 95% interval over users), seconds per epoch, epochs, wall time a
 (``SequenceData.item_counts``, the events every method trains on; 0 = an item never trained on),
 with HR@10 and NDCG@10 on that slice and the paired ΔNDCG@10 against ``--base`` on it.
 
+Results stay under ``--out`` (one JSON + per-user NPZ per run) and a rerun keeps finished runs,
+so seeds can be added later and the last call prints the whole table.
+
 Run (ml-100k, after ``seqrep ingest`` and ``seqrep etl --all`` into wh-ml):
     python bench/train.py --warehouse wh-ml --config configs/movielens.yaml --seeds 1,2,3
 """
@@ -95,6 +98,12 @@ def main() -> None:
         learned = getattr(METHODS[method], "learned", True)
         for seed in seeds if learned else seeds[:1]:  # baselines do not depend on the seed
             out = outdir / f"{method}-{seed}.json"
+            if out.is_file() and out.with_suffix(".npz").is_file():
+                print(f"[bench] {method} seed {seed}: kept from {out}", flush=True)
+                r = json.loads(out.read_text())
+                r["per_user"] = dict(np.load(out.with_suffix(".npz")))
+                results.setdefault(method, []).append(r)
+                continue
             cmd = [sys.executable, __file__, "--worker", "--warehouse", args.warehouse, "--method", method,
                    "--seed", str(seed), "--out", str(out)]
             cmd += ["--config", args.config] if args.config else []

@@ -103,6 +103,11 @@ class SequenceModel(nn.Module):
         h = self.hidden(history)
         return h[torch.arange(h.size(0), device=h.device), lengths - 1]
 
+    def item_bias(self) -> Tensor | None:
+        """A per-item term added to every score (BERT4Rec's output bias), or None. ``seqrep infer``
+        publishes it as one more coordinate (``u' = [u, 1]``, ``v' = [v, b]``) so ``<u', v'>`` is the score."""
+        return None
+
     def fold_in(self, history: Tensor, lengths: Tensor, users: Tensor | None = None) -> Tensor:
         """Vectors of users whose newest events the model was not trained on. Sequence encoders
         read the history anyway, so this is ``encode``; methods with per-user parameters

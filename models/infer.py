@@ -201,6 +201,10 @@ def infer(cfg: Config, method: str, day: date, *, sets: list[str] = (), version:
                                 device=str(device), progress=bar.update)
     with torch.inference_mode():
         item_vec = model.item_embeddings()[1:].float().cpu().numpy()
+        bias = model.item_bias()
+    if bias is not None:  # the score is <u, v> + b_i: publish u' = [u, 1], v' = [v, b] (see SequenceModel.item_bias)
+        user_vec = np.hstack([user_vec, np.ones((len(user_vec), 1), np.float32)])
+        item_vec = np.hstack([item_vec, bias[1:model.n_items + 1].float().cpu().numpy()[:, None]])
     items = _item_rows(wh, day, model.n_items)
     if len(items["item_idx"]) != model.n_items or not np.array_equal(items["item_idx"], np.arange(1, model.n_items + 1)):
         raise InferError(f"vocab/items as of {day} does not hold items 1..{model.n_items} of the model")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from pydantic import Field
+import torch
 from torch import Tensor, nn
 
 from models.base import ModelParams, SequenceModel
@@ -51,6 +52,11 @@ class GRU4Rec(SequenceModel):
     def hidden(self, items: Tensor) -> Tensor:
         h, _ = self.rnn(self.dropout(self.item_emb(items)))
         return self.out(h)
+
+    def encode(self, history: Tensor, lengths: Tensor, users: Tensor | None = None) -> Tensor:
+        """The projected state at each history's last event (projected at that position only)."""
+        h, _ = self.rnn(self.dropout(self.item_emb(history)))
+        return self.out(h[torch.arange(h.size(0), device=h.device), lengths - 1])
 
     def item_embeddings(self) -> Tensor:
         return self.item_emb.weight

@@ -66,10 +66,13 @@ class SASRec(SequenceModel):
             nn.init.normal_(emb.weight, std=0.02)
         self.item_emb.weight.data[0].zero_()
 
+    def _inputs(self, items: Tensor) -> Tensor:
+        L = items.size(1)
+        return self.dropout(self.item_emb(items) * math.sqrt(self.params.dim) + self.pos_emb.weight[:L])
+
     def _encode_stack(self, items: Tensor) -> Tensor:
         L = items.size(1)
-        x = self.item_emb(items) * math.sqrt(self.params.dim) + self.pos_emb.weight[:L]
-        x = self.dropout(x)
+        x = self._inputs(items)
         if self.causal:
             # Right padding: a real position never sees a pad, so no key-padding mask is needed.
             mask = nn.Transformer.generate_square_subsequent_mask(L, device=items.device, dtype=x.dtype)
@@ -78,6 +81,26 @@ class SASRec(SequenceModel):
 
     def hidden(self, items: Tensor) -> Tensor:
         return self._encode_stack(items)
+
+    def encode(self, history: Tensor, lengths: Tensor, users: Tensor | None = None) -> Tensor:
+        """The state at each history's last event. Outside training, the last layer runs for that
+        one query only (keys and values still cover the history): the same vector as
+        ``hidden(history)[b, lengths[b] - 1]`` for about ``(n - 1) / n`` of the FLOPs of n layers."""
+        last = self.encoder.layers[-1]
+        if self.training or not self.causal or not last.norm_first or self.encoder.norm is not None:
+            return super().encode(history, lengths, users)
+        B, L = history.shape
+        x = self._inputs(history)
+        mask = nn.Transformer.generate_square_subsequent_mask(L, device=history.device, dtype=x.dtype)
+        for layer in self.encoder.layers[:-1]:
+            x = layer(x, src_mask=mask, is_causal=True)
+        rows, at = torch.arange(B, device=history.device), lengths - 1
+        kv = last.norm1(x)
+        later = torch.arange(L, device=history.device).unsqueeze(0) > at.unsqueeze(1)  # causal, for one query
+        attn = last.self_attn(kv[rows, at].unsqueeze(1), kv, kv, key_padding_mask=later, need_weights=False)[0]
+        y = x[rows, at] + last.dropout1(attn.squeeze(1))
+        y = y + last._ff_block(last.norm2(y))
+        return self.norm(y)
 
     def item_embeddings(self) -> Tensor:
         return self.item_emb.weight[: self.n_items + 1]
@@ -131,6 +154,9 @@ class BERT4Rec(SASRec):
         x = shifted.masked_fill(after, 0)  # bidirectional: nothing past the history may be read
         x[rows, pos] = self.mask_token
         return self.hidden(x)[rows, pos]
+
+    def item_bias(self) -> Tensor:
+        return self.out_bias
 
     def full_scores(self, history: Tensor, lengths: Tensor, users: Tensor | None = None) -> Tensor:
         return self.encode(history, lengths) @ self.item_embeddings().T + self.out_bias

@@ -6,13 +6,13 @@ inner product, the score every method ranks items with (``score(u, i) = <u, v_i>
 index serves both "recommend for this user vector" and "items similar to this item".
 
 - Up to ``embeddings.exact_max_items`` items: ``IndexFlatIP``, exact.
-- Above: HNSW (``IndexHNSWFlat``) over the vectors made L2-searchable by one extra coordinate,
-  ``v' = [v, sqrt(M^2 - |v|^2)]`` with ``M = max |v|`` and queries ``q' = [q, 0]``, so that
-  ``|q' - v'|^2 = |q|^2 + M^2 - 2<q, v>``: the nearest in L2 is the largest inner product
-  (Bachrach et al., "Speeding up the Xbox recommender system using a Euclidean transformation
-  for inner-product spaces", RecSys 2014). HNSW's graph is built for a metric; inner product is not one.
+- Above: HNSW (``IndexHNSWFlat`` with ``METRIC_INNER_PRODUCT``), approximate. The textbook
+  alternative, an L2 index over vectors made equal-norm by one extra coordinate
+  (``[v, sqrt(M^2 - |v|^2)]``), was measured and dropped: with item norms spread like learned ones
+  (log-normal), recall@10 fell to 0.09 on 20k synthetic items, against 0.9975 for HNSW on the inner
+  product directly (same M=32, efConstruction=80, efSearch=128).
 
-Index ids are the vocabulary's ``item_idx``; scores returned are inner products either way.
+Index ids are the vocabulary's ``item_idx``; scores returned are inner products.
 """
 
 from __future__ import annotations
@@ -37,39 +37,29 @@ class ItemIndex:
 
     index: object  # faiss.Index (an IndexIDMap2 whose ids are item_idx)
     kind: str  # "flat" | "hnsw"
-    max_norm: float  # M of the L2 transform (hnsw)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (inner products [Q, k], item_idx [Q, k]) of each query; id -1 where fewer exist."""
-        q = np.ascontiguousarray(queries, dtype=np.float32)
-        if self.kind == "flat":
-            return self.index.search(q, k)
-        extended = np.hstack([q, np.zeros((len(q), 1), np.float32)])
-        dist, ids = self.index.search(extended, k)
-        # |q' - v'|^2 = |q|^2 + M^2 - 2 <q, v>
-        scores = ((q * q).sum(1, keepdims=True) + self.max_norm ** 2 - dist) / 2
-        return scores.astype(np.float32), ids
+        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
 
 
 def build_index(vectors: np.ndarray, ids: np.ndarray, cfg: EmbeddingsConfig) -> ItemIndex:
-    """Exact for at most ``cfg.exact_max_items`` vectors, HNSW (L2 over the transform) above."""
+    """Exact for at most ``cfg.exact_max_items`` vectors, HNSW on the inner product above."""
     import faiss
 
     v = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = v.shape
     if n <= cfg.exact_max_items:
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        index.add_with_ids(v, ids.astype(np.int64))
-        return ItemIndex(index, "flat", 0.0)
-    norms = np.linalg.norm(v, axis=1)
-    max_norm = float(norms.max())
-    extra = np.sqrt(np.maximum(max_norm ** 2 - norms ** 2, 0.0)).astype(np.float32)[:, None]
-    hnsw = faiss.IndexHNSWFlat(dim + 1, cfg.hnsw_m)
-    hnsw.hnsw.efConstruction = cfg.hnsw_ef_construction
-    hnsw.hnsw.efSearch = cfg.hnsw_ef_search
-    index = faiss.IndexIDMap2(hnsw)
-    index.add_with_ids(np.hstack([v, extra]), ids.astype(np.int64))
-    return ItemIndex(index, "hnsw", max_norm)
+        base = faiss.IndexFlatIP(dim)
+        kind = "flat"
+    else:
+        base = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        base.hnsw.efConstruction = cfg.hnsw_ef_construction
+        base.hnsw.efSearch = cfg.hnsw_ef_search
+        kind = "hnsw"
+    index = faiss.IndexIDMap2(base)
+    index.add_with_ids(v, ids.astype(np.int64))
+    return ItemIndex(index, kind)
 
 
 def index_folder(wh: Warehouse, method: str, day: date) -> Path:
@@ -96,7 +86,7 @@ def publish_index(cfg: Config, method: str, day: date) -> Path:
     faiss.write_index(index.index, str(staged / "items.faiss"))
     (staged / "index.json").write_text(json.dumps({
         "method": method, "asof": day.isoformat(), "kind": index.kind, "metric": "inner_product",
-        "items": len(v), "dim": dim, "max_norm": index.max_norm, "hnsw_m": cfg.embeddings.hnsw_m,
+        "items": len(v), "dim": dim, "hnsw_m": cfg.embeddings.hnsw_m,
         "hnsw_ef_construction": cfg.embeddings.hnsw_ef_construction, "hnsw_ef_search": cfg.embeddings.hnsw_ef_search,
         "build_seconds": round(time.perf_counter() - t0, 3),
     }, indent=2))
@@ -117,4 +107,4 @@ def load_index(wh: Warehouse, method: str, day: date, ef_search: int | None = No
     index = faiss.read_index(str(folder / "items.faiss"))
     if meta["kind"] == "hnsw":
         faiss.downcast_index(index.index).hnsw.efSearch = ef_search or meta["hnsw_ef_search"]
-    return ItemIndex(index, meta["kind"], float(meta["max_norm"]))
+    return ItemIndex(index, meta["kind"])

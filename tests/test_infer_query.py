@@ -240,3 +240,19 @@ def test_encode_users_splits_fold_in_rows():
     plain = encode_users(model, small, rows)
     mixed = encode_users(model, small, rows, np.array([False, True, False]), batch_size=2)
     np.testing.assert_allclose(plain, mixed, rtol=1e-5, atol=1e-6)  # fold-in of a sequence model is encode
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_sasrec_encode_computes_the_last_position_only(layers):
+    """SASRec's inference path (last layer for the last query) gives the full stack's vector."""
+    import torch
+
+    from models.transformer import SASRec
+
+    torch.manual_seed(layers)
+    model = SASRec(50, SASRec.Params(dim=16, max_len=8, num_layers=layers, num_heads=2)).eval()
+    lengths = torch.tensor([1, 3, 8, 5, 2])
+    history = torch.randint(1, 51, (5, 8)).masked_fill(torch.arange(8)[None] >= lengths[:, None], 0)
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode(history, lengths), model.hidden(history)[torch.arange(5), lengths - 1],
+                                   rtol=1e-5, atol=1e-5)

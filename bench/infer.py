@@ -1,0 +1,164 @@
+"""Inference benchmark: users/s of batch encoding against this machine's FLOP limit, and item-index latency.
+
+Part 1, user encoding. The ml-100k users' histories (the last ``max_len`` events of each, from the
+warehouse) replicated to ``--users`` users, encoded by ``models.infer.encode_users`` (the code
+``seqrep infer`` runs: batches of ``embeddings.batch_size``, inference mode) with SASRec and
+GRU4Rec at their default sizes (untrained weights: speed does not depend on them). The
+reference is this machine's fp32 matmul rate, measured in the same process (torch, square
+matrices, all cores), divided by the FLOPs of the model's *full* forward per user:
+
+- SASRec, per layer and position: Q/K/V/output projections ``8 d^2``, feed-forward
+  ``4 d f``, attention ``4 L d`` (scores and weighted sum over L keys), so
+  ``n_layers * L * (8 d^2 + 4 d f + 4 L d)`` (about 11.1 MFLOP at d 64, f 256, L 50, 2 layers);
+- GRU4Rec: ``L * 6 (d h + h^2)`` for the gates plus ``2 h d`` for the output projection.
+
+``limit = matmul FLOP/s / full-forward FLOPs per user``. Our encoders compute less than the full
+forward (SASRec's last layer only for the last position, GRU4Rec's projection only there), so
+the ratio can exceed 100%: the "needed" column gives the FLOPs our path performs.
+
+Part 2, item index (``pipelines/index.py``): ``--items`` synthetic item vectors (Gaussian
+directions, log-normal norms, dim 64), the exact inner-product index and the HNSW index;
+``--queries`` single-vector queries one at a time (like a service): latency p50/p99 and
+recall@10 of HNSW against exact search.
+
+Run (after ``seqrep ingest --source movielens`` and ``seqrep etl --all`` into wh-ml):
+    python bench/infer.py --warehouse wh-ml --users 1000000 --items 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def matmul_flops(repeats: int = 7, n: int = 2048) -> float:
+    """Median fp32 GFLOP/s of an n x n x n matmul (all of torch's threads)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        rates.append(2 * n ** 3 / (time.perf_counter() - t) / 1e9)
+    return statistics.median(rates)
+
+
+def model_flops(method: str, p) -> tuple[float, float]:
+    """(full forward, what our encode computes) FLOPs per user at full length (see the docstring)."""
+    d, L = p.dim, p.max_len
+    if method == "sasrec":
+        f = d * p.ff_mult
+        per_position = 8 * d * d + 4 * d * f + 4 * L * d
+        full = p.num_layers * L * per_position
+        # Last layer: K and V projections for every position, the rest for the one query.
+        needed = (p.num_layers - 1) * L * per_position + L * 4 * d * d + (4 * d * d + 4 * d * f + 4 * L * d)
+        return full, needed
+    h = p.hidden_size
+    gates = L * 6 * (d * h + h * h) * p.num_layers
+    return gates + L * 2 * h * d, gates + 2 * h * d
+
+
+def bench_users(args: argparse.Namespace, gflops: float) -> None:
+    import torch
+
+    from models.data import load
+    from models.infer import encode_users
+    from models.registry import method_config
+    from models.run import build, resolve_day
+    from models.trainer import pick_device
+    from pipelines.config import load_config
+
+    cfg = load_config(None, warehouse=args.warehouse)
+    data = load(cfg.warehouse, resolve_day(cfg, None), "loo")
+    rows = np.arange(args.users) % len(data.users)
+    print(f"\n## user encoding: {len(data.users):,} ml-100k users replicated to {args.users:,}, "
+          f"batch {cfg.embeddings.batch_size}, torch threads {torch.get_num_threads()}")
+    print("| method | GFLOP/user full | GFLOP/user needed | limit users/s | users/s (median) | runs | of limit | GFLOP/s done |")
+    print("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
+    for method in args.methods.split(","):
+        mc = method_config(method)
+        device = pick_device(mc.train)
+        model = build(mc, data.n_items, data.user_vocab).to(device).eval()
+        full, needed = model_flops(method, mc.params())
+        encode_users(model, data, rows[:4096], batch_size=cfg.embeddings.batch_size, device=str(device))  # warm-up
+        rates = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            out = encode_users(model, data, rows, batch_size=cfg.embeddings.batch_size, device=str(device))
+            rates.append(args.users / (time.perf_counter() - t))
+        assert out.shape == (args.users, mc.params().dim) and np.isfinite(out[:1000]).all()
+        limit = gflops * 1e9 / full
+        rate = statistics.median(rates)
+        print(f"| {method} | {full / 1e9:.4f} | {needed / 1e9:.4f} | {limit:,.0f} | {rate:,.0f} | "
+              f"{', '.join(f'{r:,.0f}' for r in rates)} | {rate / limit:.0%} | {rate * needed / 1e9:.0f} |", flush=True)
+
+
+def bench_index(args: argparse.Namespace) -> None:
+    import faiss
+
+    from pipelines.config import EmbeddingsConfig
+    from pipelines.index import build_index
+
+    rng = np.random.default_rng(0)
+    n, dim = args.items, 64
+    v = rng.normal(size=(n, dim)).astype(np.float32)
+    v *= (np.exp(rng.normal(0, 0.5, size=(n, 1))) / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+    ids = np.arange(1, n + 1)
+    queries = rng.normal(size=(args.queries, dim)).astype(np.float32)
+    cfg = EmbeddingsConfig()
+    print(f"\n## item index: {n:,} synthetic items, dim {dim}, {args.queries:,} single queries, top 10, "
+          f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
+    print("| index | build s | p50 ms | p99 ms | mean ms | recall@10 vs exact |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    truth = None
+    hnsw = f"HNSW M={cfg.hnsw_m} efC={cfg.hnsw_ef_construction} efS={cfg.hnsw_ef_search}"
+    for kind, exact_max in (("exact (IndexFlatIP)", n), (hnsw, 1)):
+        t = time.perf_counter()
+        index = build_index(v, ids, cfg.model_copy(update={"exact_max_items": exact_max}))
+        build = time.perf_counter() - t
+        index.search(queries[:10], 10)
+        lat, found = [], []
+        for q in queries:
+            t = time.perf_counter()
+            _, got = index.search(q[None, :], 10)
+            lat.append((time.perf_counter() - t) * 1e3)
+            found.append(got[0])
+        found = np.array(found)
+        if truth is None:
+            truth = found
+        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)])
+        print(f"| {kind} | {build:.1f} | {np.percentile(lat, 50):.3f} | {np.percentile(lat, 99):.3f} | "
+              f"{np.mean(lat):.3f} | {recall:.4f} |", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--warehouse", help="ml-100k warehouse (part 1; omit with --users 0)")
+    ap.add_argument("--methods", default="sasrec,gru4rec")
+    ap.add_argument("--users", type=int, default=1_000_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--items", type=int, default=1_000_000, help="synthetic items of part 2 (0: skip)")
+    ap.add_argument("--queries", type=int, default=1000)
+    args = ap.parse_args()
+    gflops = matmul_flops()
+    print(f"fp32 matmul: {gflops:.1f} GFLOP/s (median of 7, 2048^3)")
+    if args.users:
+        if not args.warehouse:
+            raise SystemExit("--warehouse is needed for the user-encoding part (or --users 0)")
+        bench_users(args, gflops)
+    if args.items:
+        bench_index(args)
+
+
+if __name__ == "__main__":
+    main()
