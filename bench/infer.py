@@ -12,7 +12,8 @@ matrices, all cores), divided by the FLOPs of the model's *full* forward per use
   ``n_layers * L * (8 d^2 + 4 d f + 4 L d)`` (about 11.1 MFLOP at d 64, f 256, L 50, 2 layers);
 - GRU4Rec: ``L * 6 (d h + h^2)`` for the gates plus ``2 h d`` for the output projection.
 
-``limit = matmul FLOP/s / full-forward FLOPs per user``. Our encoders compute less than the full
+``limit = matmul FLOP/s / full-forward FLOPs per user``, with the matmul rate of the same precision
+(``--precisions fp32,bf16``: bf16 is autocast, on AMX/AVX-512 BF16 CPUs much faster for matmuls). Our encoders compute less than the full
 forward (SASRec's last layer only for the last position, GRU4Rec's projection only there), so
 the ratio can exceed 100%: the "needed" column gives the FLOPs our path performs.
 
@@ -22,7 +23,7 @@ directions, log-normal norms, dim 64), the exact inner-product index and the HNS
 recall@10 of HNSW against exact search.
 
 Run (after ``seqrep ingest --source movielens`` and ``seqrep etl --all`` into wh-ml):
-    python bench/infer.py --warehouse wh-ml --users 1000000 --items 1000000
+    python bench/infer.py --warehouse wh-ml --users 1000000 --items 1000000 --chunks 5
 """
 
 from __future__ import annotations
@@ -39,11 +40,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def matmul_flops(repeats: int = 7, n: int = 2048) -> float:
-    """Median fp32 GFLOP/s of an n x n x n matmul (all of torch's threads)."""
+def matmul_flops(dtype: str = "fp32", repeats: int = 7, n: int = 2048) -> float:
+    """Median GFLOP/s of an n x n x n matmul in ``dtype`` (all of torch's threads)."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    dt = torch.bfloat16 if dtype == "bf16" else torch.float32
+    a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
     a @ b
     rates = []
     for _ in range(repeats):
@@ -68,7 +70,7 @@ def model_flops(method: str, p) -> tuple[float, float]:
     return gates + L * 2 * h * d, gates + 2 * h * d
 
 
-def bench_users(args: argparse.Namespace, gflops: float) -> None:
+def bench_users(args: argparse.Namespace, gflops: dict[str, float]) -> None:
     import torch
 
     from models.data import load
@@ -81,26 +83,34 @@ def bench_users(args: argparse.Namespace, gflops: float) -> None:
     cfg = load_config(None, warehouse=args.warehouse)
     data = load(cfg.warehouse, resolve_day(cfg, None), "loo")
     rows = np.arange(args.users) % len(data.users)
+    chunk = -(-args.users // args.chunks)
     print(f"\n## user encoding: {len(data.users):,} ml-100k users replicated to {args.users:,}, "
-          f"batch {cfg.embeddings.batch_size}, torch threads {torch.get_num_threads()}")
-    print("| method | GFLOP/user full | GFLOP/user needed | limit users/s | users/s (median) | runs | of limit | GFLOP/s done |")
-    print("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
+          f"batch {args.batch}, torch threads {torch.get_num_threads()}; users/s: median of the "
+          f"{args.chunks} chunks of {chunk:,} users, and over all {args.users:,}")
+    print("| method | precision | MFLOP/user full | MFLOP/user computed | limit users/s | users/s (median) | chunks | "
+          "all users/s | of limit | GFLOP/s done |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |")
     for method in args.methods.split(","):
         mc = method_config(method)
         device = pick_device(mc.train)
         model = build(mc, data.n_items, data.user_vocab).to(device).eval()
         full, needed = model_flops(method, mc.params())
-        encode_users(model, data, rows[:4096], batch_size=cfg.embeddings.batch_size, device=str(device))  # warm-up
-        rates = []
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            out = encode_users(model, data, rows, batch_size=cfg.embeddings.batch_size, device=str(device))
-            rates.append(args.users / (time.perf_counter() - t))
-        assert out.shape == (args.users, mc.params().dim) and np.isfinite(out[:1000]).all()
-        limit = gflops * 1e9 / full
-        rate = statistics.median(rates)
-        print(f"| {method} | {full / 1e9:.4f} | {needed / 1e9:.4f} | {limit:,.0f} | {rate:,.0f} | "
-              f"{', '.join(f'{r:,.0f}' for r in rates)} | {rate / limit:.0%} | {rate * needed / 1e9:.0f} |", flush=True)
+        for precision in args.precisions.split(","):
+            bf16 = precision == "bf16"
+            encode_users(model, data, rows[:4 * args.batch], batch_size=args.batch, device=str(device), bf16=bf16)
+            rates, start = [], time.perf_counter()
+            for lo in range(0, args.users, chunk):
+                t = time.perf_counter()
+                out = encode_users(model, data, rows[lo:lo + chunk], batch_size=args.batch, device=str(device),
+                                   bf16=bf16)
+                rates.append(len(out) / (time.perf_counter() - t))
+            overall = args.users / (time.perf_counter() - start)
+            assert np.isfinite(out).all()
+            limit = gflops[precision] * 1e9 / full
+            rate = statistics.median(rates)
+            print(f"| {method} | {precision} | {full / 1e6:.2f} | {needed / 1e6:.2f} | {limit:,.0f} | {rate:,.0f} | "
+                  f"{', '.join(f'{r:,.0f}' for r in rates)} | {overall:,.0f} | {rate / limit:.0%} | "
+                  f"{rate * needed / 1e9:.0f} |", flush=True)
 
 
 def bench_index(args: argparse.Namespace) -> None:
@@ -146,12 +156,14 @@ def main() -> None:
     ap.add_argument("--warehouse", help="ml-100k warehouse (part 1; omit with --users 0)")
     ap.add_argument("--methods", default="sasrec,gru4rec")
     ap.add_argument("--users", type=int, default=1_000_000)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--chunks", type=int, default=5, help="the users are encoded in this many timed chunks")
+    ap.add_argument("--batch", type=int, default=2048, help="users per forward pass")
+    ap.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 (autocast)")
     ap.add_argument("--items", type=int, default=1_000_000, help="synthetic items of part 2 (0: skip)")
     ap.add_argument("--queries", type=int, default=1000)
     args = ap.parse_args()
-    gflops = matmul_flops()
-    print(f"fp32 matmul: {gflops:.1f} GFLOP/s (median of 7, 2048^3)")
+    gflops = {p: matmul_flops(p) for p in args.precisions.split(",")}
+    print("matmul, median of 7, 2048^3: " + ", ".join(f"{p} {g:.1f} GFLOP/s" for p, g in gflops.items()))
     if args.users:
         if not args.warehouse:
             raise SystemExit("--warehouse is needed for the user-encoding part (or --users 0)")

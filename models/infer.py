@@ -76,15 +76,17 @@ def restrict_items(data: SequenceData, n_items: int) -> tuple[SequenceData, int]
 
 
 def encode_users(model, data: SequenceData, rows: np.ndarray, fold_in: np.ndarray | None = None, *,
-                 batch_size: int = 2048, device: str = "cpu", progress: Callable[[int], None] | None = None) -> np.ndarray:
+                 batch_size: int = 2048, device: str = "cpu", bf16: bool = False,
+                 progress: Callable[[int], None] | None = None) -> np.ndarray:
     """User vectors [len(rows), dim] (float32) from each row's whole history in ``data``; rows
-    flagged in ``fold_in`` go through ``model.fold_in`` (methods with per-user parameters)."""
+    flagged in ``fold_in`` go through ``model.fold_in`` (methods with per-user parameters).
+    ``bf16``: under bfloat16 autocast (see ``EmbeddingsConfig.bf16``)."""
     import torch
 
     fold_in = np.zeros(len(rows), dtype=bool) if fold_in is None else fold_in
     out = np.empty((len(rows), model.params.dim), dtype=np.float32)
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(torch.device(device).type, torch.bfloat16, enabled=bf16):
         for lo in range(0, len(rows), batch_size):
             r = rows[lo:lo + batch_size]
             history, lengths = model.histories(data, r, data.lengths[r])
@@ -198,7 +200,7 @@ def infer(cfg: Config, method: str, day: date, *, sets: list[str] = (), version:
 
     with tqdm(total=len(rows), unit="user", desc=f"encode {method}", disable=None, leave=False) as bar:
         user_vec = encode_users(model, data, rows, fold_in[rows], batch_size=cfg.embeddings.batch_size,
-                                device=str(device), progress=bar.update)
+                                device=str(device), bf16=cfg.embeddings.bf16, progress=bar.update)
     with torch.inference_mode():
         item_vec = model.item_embeddings()[1:].float().cpu().numpy()
         bias = model.item_bias()

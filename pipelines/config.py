@@ -132,6 +132,9 @@ class EmbeddingsConfig(_Section):
 
     #: Users encoded per forward pass: memory stays bounded whatever the number of users.
     batch_size: int = Field(2048, ge=1)
+    #: Encode under bfloat16 autocast (CUDA, or CPUs with AMX/AVX-512 BF16): faster matmuls, vectors
+    #: rounded to about 3 significant digits before they are stored as float32. Off: exact float32.
+    bf16: bool = False
     #: Catalogues of at most this many items get an exact inner-product index, larger ones HNSW.
     exact_max_items: int = Field(100_000, ge=1)
     #: HNSW graph degree, build-time and query-time candidate list sizes (FAISS's M, efConstruction, efSearch).

@@ -161,3 +161,15 @@ def test_smoke_training_beats_popularity(ml, tmp_path, method, sets):
     hr = evaluate(model, data, "test").mean()[("hr", 10)]
     assert hr > pop_hr, (hr, pop_hr)
     assert (result.folder / "model.safetensors").is_file()
+
+
+def test_lightgcn_bpr_negatives_avoid_the_users_training_items():
+    from models.gnn import LightGCN
+
+    model = LightGCN(50, LightGCN.Params(dim=4, num_layers=1), n_users=2)
+    model._pairs = torch.tensor([[0, 1], [0, 2], [1, 3]])
+    model._edge_keys = torch.sort(model._pairs[:, 0] * 51 + model._pairs[:, 1]).values
+    users = torch.tensor([0] * 2000 + [1] * 2000)
+    neg = model.negatives(users, users.shape)
+    assert not torch.isin(neg[:2000], torch.tensor([1, 2])).any() and not (neg[2000:] == 3).any()
+    assert neg.min() >= 1 and neg.max() <= 50 and len(neg.unique()) > 40  # still uniform over the rest
