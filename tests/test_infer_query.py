@@ -31,14 +31,19 @@ def _vectors(table) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def published(movielens_wh, tmp_path_factory):
-    """A small SASRec trained and inferred as of the last day (and one trained as of EARLY)."""
+    """A small SASRec trained and inferred as of the last day (and one trained as of EARLY), in a
+    copy of the session's ml-100k warehouse (other tests count its models)."""
+    import shutil
+
+    wh = tmp_path_factory.mktemp("infer") / "wh"
+    shutil.copytree(movielens_wh, wh, ignore=shutil.ignore_patterns("models", "metrics", "embeddings", "_staging"))
     cfg = tmp_path_factory.mktemp("cfg") / "small.yaml"
     cfg.write_text(SMALL)
-    common = ["--warehouse", str(movielens_wh), "--config", str(cfg)]
+    common = ["--warehouse", str(wh), "--config", str(cfg)]
     for day in (EARLY, LAST):
         assert main(["train", "--method", "sasrec", "--date", str(day), *common]) == 0
     assert main(["infer", "--method", "sasrec", "--date", str(LAST), *common]) == 0
-    return movielens_wh, common
+    return wh, common
 
 
 @pytest.fixture(scope="module")
