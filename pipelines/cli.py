@@ -358,8 +358,7 @@ def cmd_query(args: argparse.Namespace) -> None:
             return
         if args.query == "user":
             row = q.user(args.id, args.method, args.date)
-            _show([row] if args.json else [{k: v for k, v in row.items()}], args.json,
-                  f"user {args.id}: {args.method} as of {row['dt']}")
+            _show([row], args.json, f"user {args.id}: {args.method} as of {row['dt']}")
             return
         if args.query == "similar-items":
             rows = q.similar_items(args.id, args.method, args.k, args.date, args.domain)
