@@ -157,7 +157,7 @@ def main() -> None:
     ap.add_argument("--methods", default="sasrec,gru4rec")
     ap.add_argument("--users", type=int, default=1_000_000)
     ap.add_argument("--chunks", type=int, default=5, help="the users are encoded in this many timed chunks")
-    ap.add_argument("--batch", type=int, default=2048, help="users per forward pass")
+    ap.add_argument("--batch", type=int, default=256, help="users per forward pass (embeddings.batch_size)")
     ap.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 (autocast)")
     ap.add_argument("--items", type=int, default=1_000_000, help="synthetic items of part 2 (0: skip)")
     ap.add_argument("--queries", type=int, default=1000)
