@@ -214,7 +214,7 @@ def infer(cfg: Config, method: str, day: date, *, sets: list[str] = (), version:
     common = {"dim": dim, "method": method, "model_version": folder.name, "asof": day}
 
     def const(value, n, typ):
-        return pa.array([value] * n, typ)
+        return pa.repeat(pa.scalar(value, typ), n)  # no Python list of a million values
 
     user_cols = {
         "user_id": pa.array(users["user_id"][rows], pa.string()),
