@@ -49,6 +49,35 @@ def load_model(model: nn.Module, folder: Path) -> None:
     model.load_state_dict(tensors, strict=True)
 
 
+def load_grown(model: nn.Module, folder: Path) -> list[str]:
+    """Warm start: an earlier version's weights into ``model``, whose vocabularies may have grown.
+
+    Tensors of equal shape are copied; a tensor whose first dimension grew (an embedding table or
+    output bias over items or users: vocabularies are append-only, so old indexes keep their rows)
+    gets the old rows, and its new rows keep their fresh initialization. Returns the grown keys.
+    """
+    old = load_file(str(folder / "model.safetensors"))
+    own = model.state_dict()
+    missing = sorted(set(own) - set(old))
+    if missing:
+        raise ValueError(f"{folder}: no {missing[0]} in the stored weights (a different method or config?)")
+    grown = []
+    with torch.no_grad():
+        for key, value in old.items():
+            if key not in own:
+                raise ValueError(f"{folder}: {key} is not in the model (a different method or config?)")
+            cur = own[key]
+            if cur.shape == value.shape:
+                cur.copy_(value)
+            elif cur.dim() == value.dim() and cur.shape[1:] == value.shape[1:] and cur.shape[0] > value.shape[0]:
+                cur[:value.shape[0]].copy_(value)
+                grown.append(key)
+            else:
+                raise ValueError(f"{folder}: {key} has shape {tuple(value.shape)}, the model {tuple(cur.shape)}: "
+                                 "only a vocabulary's rows can grow between versions")
+    return grown
+
+
 def write_json(path: Path, obj: Any) -> None:
     _atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any, Callable
@@ -45,19 +46,40 @@ def build(mc: MethodConfig, n_items: int, n_users: int = 0):
     return cls(n_items, mc.params(), n_users)
 
 
+@dataclass(frozen=True)
+class WarmStart:
+    """Start from the weights of ``folder`` (an earlier version) and train ``epochs`` epochs."""
+
+    folder: Path
+    epochs: int
+
+
 def train_method(cfg: Config, name: str, day: date, *, sets: list[str] = (), resume: bool = False,
-                 data: SequenceData | None = None, echo: Callable[[str], None] = print) -> tuple[Any, list[dict]]:
-    """Train ``name`` on the sequences as of ``day``; evaluate it on valid and test; write metrics."""
+                 data: SequenceData | None = None, echo: Callable[[str], None] = print,
+                 warm: WarmStart | None = None, evaluate: bool = True,
+                 meta: dict[str, Any] | None = None) -> tuple[Any, list[dict]]:
+    """Train ``name`` on the sequences as of ``day``; evaluate it on valid and test; write metrics.
+
+    With ``warm``, the model starts from an earlier version's weights (vocabularies grown, see
+    ``models.checkpoint.load_grown``) and trains ``warm.epochs`` epochs; the version folder is the
+    same as a full training's (one model per method, configuration and day)."""
+    from models.checkpoint import load_grown
     from models.trainer import train
 
     mc = method_config(name, cfg.methods.get(name), sets)
     data = data or load(cfg.warehouse, day, mc.train.protocol)
     model = build(mc, data.n_items, data.user_vocab)
     folder = model_folder(cfg, mc, day)
+    fit = mc
+    if warm is not None:
+        grown = load_grown(model, warm.folder)
+        fit = mc.model_copy(update={"train": mc.train.model_copy(update={"epochs": warm.epochs})})
     echo(f"train {name} on {dataset_name(cfg)} as of {day}: {len(data.users):,} users, {data.n_items:,} items, "
-         f"{len(data.items):,} events -> {folder}")
-    result = train(model, data, mc, folder, resume=resume, echo=echo)
-    rows = evaluate_model(cfg, mc, model, data, result.folder.name)
+         f"{len(data.items):,} events -> {folder}"
+         + (f" (warm start from {warm.folder.name}, {warm.epochs} epochs, grown: {', '.join(grown) or 'none'})"
+            if warm is not None else ""))
+    result = train(model, data, fit, folder, resume=resume, echo=echo, meta=meta)
+    rows = evaluate_model(cfg, mc, model, data, result.folder.name) if evaluate else []
     return result, rows
 
 

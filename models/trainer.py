@@ -54,11 +54,13 @@ def setup_torch(tp: TrainParams, device: torch.device) -> None:
 
 
 def train(model: SequenceModel, data: SequenceData, mc: MethodConfig, folder: Path, *, resume: bool = False,
-          echo: Callable[[str], None] = print, progress: bool | None = None) -> TrainResult:
+          echo: Callable[[str], None] = print, progress: bool | None = None,
+          meta: dict[str, Any] | None = None) -> TrainResult:
     """Train ``model`` on ``data`` into ``folder`` (see the module docstring); returns the summary.
 
     ``folder`` is the published version folder: training writes ``<folder>.partial`` and swaps it
-    in when done. ``progress`` shows a tqdm bar (default: when stderr is a terminal).
+    in when done. ``progress`` shows a tqdm bar (default: when stderr is a terminal). ``meta`` is
+    added to the version's config.json (e.g. where a warm start came from).
     """
     from pipelines.warehouse import Warehouse
 
@@ -91,6 +93,7 @@ def train(model: SequenceModel, data: SequenceData, mc: MethodConfig, folder: Pa
         "train": tp.model_dump(), "device": str(device), "epochs": epoch, "best_epoch": best_epoch,
         "best_valid_ndcg@10": best, "train_seconds": round(seconds, 2), "torch": torch.__version__,
         "peak_rss_mb": round(peak_mb, 1), **({"peak_gpu_mb": round(peak_gpu_mb, 1)} if device.type == "cuda" else {}),
+        **(meta or {}),
     })
     (partial / "epochs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     for name in ("state.safetensors", "state.json"):

@@ -144,6 +144,23 @@ class EmbeddingsConfig(_Section):
     hnsw_ef_search: int = Field(128, ge=1)
 
 
+class NightlyConfig(_Section):
+    """The model half of a night (``pipelines/nightly.py``): the nightly DAG's tasks and ``seqrep backfill``."""
+
+    #: Methods trained, evaluated, inferred and published each night (one task group each in the DAG).
+    methods: tuple[str, ...] = ("sasrec",)
+    #: Warm start: each night continues the last published model of the method on the data as of
+    #: the day (vocabularies grow: new items and users get fresh rows) for ``warm_epochs`` epochs.
+    warm_start: bool = True
+    warm_epochs: int = Field(3, ge=1)
+    #: A full retrain (from scratch, the method's own epochs and early stopping) when the last full
+    #: one is this many days old or older; 1 retrains fully every night.
+    full_retrain_days: int = Field(7, ge=1)
+    #: Regression gate: no publish when test NDCG@10 falls by more than this share of the last
+    #: published version's (0.1: a 10% relative drop).
+    max_ndcg_drop: float = Field(0.1, ge=0.0, le=1.0)
+
+
 class Config(_Section):
     warehouse: Path = Path("warehouse")
     spark: SparkConfig = SparkConfig()
@@ -155,6 +172,7 @@ class Config(_Section):
     gates: GatesConfig = GatesConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
     embeddings: EmbeddingsConfig = EmbeddingsConfig()
+    nightly: NightlyConfig = NightlyConfig()
     #: Per-method overrides of ``models/configs/<method>.yaml``: ``{sasrec: {model: {...}, train: {...}}}``.
     methods: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
 
