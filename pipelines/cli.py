@@ -10,8 +10,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import Config, ConfigError, load_config
-from pipelines.warehouse import AccountingError, Warehouse, WarehouseError, daterange
+from pipelines.config import Config, load_config
+from pipelines.warehouse import Warehouse, daterange
 
 
 class UsageError(ValueError):
@@ -53,7 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-gates", action="store_true", help="skip the quality gates (the DAG runs them as tasks)")
 
     s = sub.add_parser("validate", parents=[common], help="run a quality gate by hand and print its summary")
-    s.add_argument("--stage", required=True, help="raw, clean, sessions (or sessionize), sequences, graphs")
+    s.add_argument("--stage", required=True,
+                   help="raw, clean, sessions (or sessionize), sequences, graphs (several: sessions,sequences,graphs); "
+                        "regression or embeddings (with --method)")
+    s.add_argument("--method", help="the method of a regression or embeddings gate")
     when = s.add_mutually_exclusive_group(required=True)
     when.add_argument("--date", type=_date)
     when.add_argument("--from", dest="start", type=_date, help="first day of a range (with --to)")
@@ -87,14 +90,32 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--json", action="store_true", help="print the metrics rows as JSON")
         if name == "train":
             s.add_argument("--resume", action="store_true", help="continue an interrupted run of this configuration")
+            s.add_argument("--incremental", action="store_true",
+                           help="the nightly policy: warm start from the last published version, or a full "
+                                "retrain when due (nightly.* of the config); no metrics (run evaluate)")
     s = sub.add_parser("infer", parents=[common],
-                       help="write user and item embedding tables of trained methods as of a day, and the item index")
+                       help="write user and item embedding tables of trained methods as of a day (then: publish)")
     s.add_argument("--method", required=True, help="a learned method from `seqrep methods`; several: sasrec,gru4rec")
     s.add_argument("--date", type=_date, help="embeddings as of this day (default: the last day with sequences)")
     s.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="the configuration the model was trained with (as given to `seqrep train`)")
     s.add_argument("--version", help="a model version (folder under models/<method>/) trained on or before --date; "
                                      "users with newer events are folded in")
+
+    s = sub.add_parser("publish", parents=[common],
+                       help="build the item index of a day's embedding tables and make them the live version")
+    s.add_argument("--method", required=True, help="a learned method; several: sasrec,gru4rec")
+    s.add_argument("--date", type=_date, help="the day of the tables (default: the last day with sequences)")
+
+    s = sub.add_parser("report", parents=[common], help="write a day's run report (HTML and PNGs) and print its path")
+    s.add_argument("--date", type=_date, required=True)
+
+    s = sub.add_parser("backfill", parents=[common],
+                       help="the nightly run of each day of a range, in order, without a scheduler")
+    s.add_argument("--from", dest="start", type=_date, required=True, help="first day (inclusive)")
+    s.add_argument("--to", dest="end", type=_date, required=True, help="last day (inclusive)")
+    s.add_argument("--method", help="only these methods (comma-separated), on the ETL's existing partitions; "
+                                    "default: ingest, ETL and every method of nightly.methods")
 
     q = sub.add_parser("query", parents=[common], help="SQL and nearest-neighbour queries on the embedding tables")
     qsub = q.add_subparsers(dest="query", required=True, metavar="QUERY")
@@ -169,20 +190,31 @@ def cmd_etl(args: argparse.Namespace) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
-    from pipelines.gates import AFTER_STAGE, GATES, GateFailed, run_gate
-    from pipelines.spark import get_spark
+    from pipelines.gates import AFTER_STAGE, GATES, run_gate
 
-    gate = AFTER_STAGE.get(args.stage, args.stage)
-    if gate not in GATES:
-        raise UsageError(f"unknown stage {args.stage!r}; choose from {list(GATES)}")
     cfg = _config(args)
     days = _days(args, Warehouse(cfg.warehouse))
-    try:
-        report = run_gate(get_spark(cfg.spark), cfg, gate, days)
-    except GateFailed as exc:
-        print(exc)
-        raise SystemExit(1) from None
-    print(report.summary())
+    if args.stage in ("regression", "embeddings"):
+        from pipelines import nightly
+
+        if not args.method or len(days) != 1:
+            raise UsageError(f"--stage {args.stage} needs --method and one --date")
+        if args.stage == "regression":
+            result = nightly.regression_gate(cfg, args.method, days[0])
+            print(f"gate regression {days[0]} {args.method}: PASSED — test NDCG@10 {result['test_ndcg@10']:.4f}"
+                  + (f" >= floor {result['floor']:.4f}" if result["floor"] is not None else " (nothing published before)"))
+        else:
+            nightly.validate_embeddings(cfg, args.method, days[0])
+        return
+    gates = [AFTER_STAGE.get(g.strip(), g.strip()) for g in args.stage.split(",") if g.strip()]
+    unknown = [g for g in gates if g not in GATES]
+    if unknown:
+        raise UsageError(f"unknown stage(s) {unknown}; choose from {[*GATES, 'regression', 'embeddings']}")
+    from pipelines.spark import get_spark
+
+    spark = get_spark(cfg.spark)
+    for gate in gates:
+        print(run_gate(spark, cfg, gate, days).summary())
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -290,6 +322,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = _config(args)
     day = resolve_day(cfg, args.date)
     echo = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else print
+    if args.incremental:
+        from pipelines import nightly
+
+        if args.sets or args.resume:
+            raise UsageError("--incremental trains the config's methods as they are: no --set or --resume")
+        nightly.train(cfg, args.method, day, echo=echo)
+        return
     result, rows = train_method(cfg, args.method, day, sets=args.sets, resume=args.resume, echo=echo)
     echo(f"trained {args.method} in {result.seconds:.1f}s, {result.epochs} epoch(s), best at {result.best_epoch}: "
          f"{result.folder}")
@@ -305,17 +344,51 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     _print_metrics(rows, args.json)
 
 
+def _methods(text: str) -> list[str]:
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
 def cmd_infer(args: argparse.Namespace) -> None:
     from models.infer import infer
     from models.run import resolve_day
-    from pipelines.index import publish_index
 
     cfg = _config(args)
     day = resolve_day(cfg, args.date)
-    for name in [m.strip() for m in args.method.split(",") if m.strip()]:
+    for name in _methods(args.method):
         infer(cfg, name, day, sets=args.sets, version=args.version)
-        folder = publish_index(cfg, name, day)
-        print(f"item index: {folder.relative_to(Path(cfg.warehouse).resolve())}")
+
+
+def cmd_publish(args: argparse.Namespace) -> None:
+    from models.run import resolve_day
+    from pipelines import nightly
+
+    cfg = _config(args)
+    day = resolve_day(cfg, args.date)
+    for name in _methods(args.method):
+        nightly.publish(cfg, name, day)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from pipelines.report import write_report
+
+    print(write_report(_config(args), args.date))
+
+
+def cmd_backfill(args: argparse.Namespace) -> None:
+    from pipelines import nightly
+
+    cfg = _config(args)
+    if args.end < args.start:
+        raise UsageError(f"--to {args.end} is before --from {args.start}")
+    methods = _methods(args.method) if args.method else None
+    outcomes = nightly.backfill(cfg, daterange(args.start, args.end), methods, etl=methods is None)
+    blocked = [(o.day, m) for o in outcomes for m in o.blocked]
+    if blocked:
+        from pipelines.gates import GateFailed
+
+        raise GateFailed(f"{len(blocked)} (day, method) not published: "
+                         + "; ".join(f"{d} {m}: {o.blocked[m].splitlines()[0]}" for o in outcomes for d, m in
+                                     [(o.day, m) for m in o.blocked]))
 
 
 def _show(rows: list[dict[str, Any]], as_json: bool, title: str = "") -> None:
@@ -375,7 +448,7 @@ def cmd_query(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"methods": cmd_methods, "train": cmd_train, "evaluate": cmd_evaluate, "ingest": cmd_ingest, "etl": cmd_etl, "validate": cmd_validate, "generate": cmd_generate, "summary": cmd_summary, "demo": cmd_demo,
-            "infer": cmd_infer, "query": cmd_query}
+            "infer": cmd_infer, "publish": cmd_publish, "report": cmd_report, "backfill": cmd_backfill, "query": cmd_query}
 
 
 def _root_cause(exc: Exception) -> str:
@@ -387,44 +460,52 @@ def _root_cause(exc: Exception) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipelines.failures import clear_reason, write_reason
+
     args = _parser().parse_args(argv)
-    from pipelines.gates import GateFailed
-    from pipelines.ingest import InputError
+    clear_reason()
+    code, message = _run(args)
+    if code:
+        print(message, file=sys.stderr)
+        write_reason(message)
+    return code
 
-    user_errors: tuple[type[Exception], ...] = (ConfigError, InputError, WarehouseError, UsageError, AccountingError,
-                                                FileNotFoundError)
-    if args.command in ("methods", "train", "evaluate", "infer"):
-        from models.data import DataError
-        from models.infer import InferError
-        from models.registry import MethodError
-        from models.run import ModelNotFound
 
-        user_errors += (DataError, MethodError, ModelNotFound, InferError)
-    if args.command == "query":
-        from pipelines.query import QueryError
+#: Errors that mean bad input or usage (exit 2, one line), by module: a module not imported by
+#: the command cannot have raised its error, so nothing heavy is imported just to name it.
+USER_ERRORS = {
+    "pipelines.config": ("ConfigError",), "pipelines.ingest": ("InputError",),
+    "pipelines.warehouse": ("WarehouseError", "AccountingError"), "pipelines.nightly": ("StepError",),
+    "pipelines.query": ("QueryError",), "models.data": ("DataError",), "models.infer": ("InferError",),
+    "models.registry": ("MethodError",), "models.run": ("ModelNotFound",),
+}
 
-        user_errors += (QueryError,)
+
+def _run(args: argparse.Namespace) -> tuple[int, str]:
+    """Run the command; (exit code, message): 1 a gate stopped it, 2 bad input or usage, 3 Spark."""
     try:
         COMMANDS[args.command](args)
-    except GateFailed as exc:
-        print(f"seqrep {args.command}: stopped by a quality gate\n{exc}", file=sys.stderr)
-        return 1
-    except user_errors as exc:
-        print(f"seqrep {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # Spark's errors: show the message, not the JVM stack
-        from py4j.protocol import Py4JJavaError
-        from pyspark.errors import PySparkException
+    except Exception as exc:
+        gates = sys.modules.get("pipelines.gates")
+        if gates is not None and isinstance(exc, gates.GateFailed):
+            return 1, f"seqrep {args.command}: stopped by a quality gate\n{exc}"
+        user_errors = (UsageError, FileNotFoundError, *(getattr(sys.modules[m], n) for m, names in USER_ERRORS.items()
+                                                        if m in sys.modules for n in names))
+        if isinstance(exc, user_errors):
+            return 2, f"seqrep {args.command}: error: {exc}"
+        if "pyspark" in sys.modules:  # Spark's errors: show the message, not the JVM stack
+            from py4j.protocol import Py4JJavaError
+            from pyspark.errors import PySparkException
 
-        if isinstance(exc, PySparkException):
-            first = str(exc).strip().splitlines()[0]
-            print(f"seqrep {args.command}: Spark error: {first}", file=sys.stderr)
-            return 3
-        if isinstance(exc, Py4JJavaError):
-            print(f"seqrep {args.command}: Spark error: {_root_cause(exc)}", file=sys.stderr)
-            return 3
+            if isinstance(exc, PySparkException):
+                return 3, f"seqrep {args.command}: Spark error: {str(exc).strip().splitlines()[0]}"
+            if isinstance(exc, Py4JJavaError):
+                return 3, f"seqrep {args.command}: Spark error: {_root_cause(exc)}"
+        from pipelines.failures import write_reason
+
+        write_reason(f"seqrep {args.command}: {type(exc).__name__}: {exc}")
         raise
-    return 0
+    return 0, ""
 
 
 if __name__ == "__main__":

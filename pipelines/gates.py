@@ -19,7 +19,12 @@ sequences   arrays of equal size = length <= max length, indexes inside the voca
             one row per user, splits well-formed, vocabulary indexes unique and contiguous
 graphs      counts >= 1, weights > 0, node ids inside the vocabularies, no self-loops (when
             configured)
+embeddings  per method: one row per user and item inference wrote (ids present and unique), the
+            model's dimension and version, vectors finite and non-zero (their norms)
 =========== ===================================================================================
+
+The regression gate of the nightly models (no publish when NDCG@10 drops) is in
+``pipelines/nightly.py``; it writes its results in the same layout.
 
 Drift against the previous day (row-count change, quarantined share, new-item rate) is a
 warning or a failure, by ``gates.drift``. A gate writes ``_gates/stage=S/dt=D.json`` (the GX
@@ -514,14 +519,70 @@ def run_gate(spark: "SparkSession", cfg: Config, gate: str, days: list[date], *,
     t0 = time.perf_counter()
     report = GateReport(gate, days, validate(GATES[gate](spark, cfg, days)), 0.0)
     report.seconds = time.perf_counter() - t0
-    wh = Warehouse(cfg.warehouse)
+    return record_gate(cfg, report, raise_on_failure=raise_on_failure)
+
+
+def record_gate(cfg: Config, report: GateReport, partition: str = "", *, raise_on_failure: bool = True) -> GateReport:
+    """Write a gate's results as ``_gates/stage=S[/partition]/dt=D.json`` and ``.md``; raise on a failure."""
+    days = report.days
     key = f"dt={days[0].isoformat()}" if len(days) == 1 else f"dt={days[0].isoformat()}..{days[-1].isoformat()}"
-    folder = wh.root / "_gates" / f"stage={gate}"
+    folder = Warehouse(cfg.warehouse).root / "_gates" / f"stage={report.gate}" / partition
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{key}.json").write_text(json.dumps({
-        "gate": gate, "days": [d.isoformat() for d in days], "passed": report.passed, "seconds": report.seconds,
-        "outcomes": [o.__dict__ for o in report.outcomes]}, indent=2, default=str))
+        "gate": report.gate, "days": [d.isoformat() for d in days], "passed": report.passed,
+        "seconds": report.seconds, "outcomes": [o.__dict__ for o in report.outcomes]}, indent=2, default=str))
     (folder / f"{key}.md").write_text(report.markdown())
     if raise_on_failure and not report.passed:
         raise GateFailed(report.summary())
     return report
+
+
+def embeddings_frames(cfg: Config, method: str, day: date) -> list[Frame]:
+    """The embedding tables of ``method`` as of ``day`` against what inference said it wrote:
+    one row per user and per item of the model (ids present and unique), the model's dimension
+    and version on every row, every vector finite and non-zero. Vectors are checked through
+    their norms (pandas columns of scalars; a million vectors never become Python lists)."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet as pq
+    from great_expectations import expectations as gxe
+
+    wh = Warehouse(cfg.warehouse)
+    manifest = wh.read_manifest("infer", f"model={method}/dt={day.isoformat()}")
+    if manifest is None:
+        raise WarehouseError(f"no embeddings of {method} as of {day} in {wh.root}: run `seqrep infer` first")
+
+    def frame(table: str, ids: list[str]) -> pd.DataFrame:
+        t = pq.read_table(wh.table(f"{table}/model={method}") / f"dt={day.isoformat()}",
+                          columns=[*ids, "vector", "dim", "model_version", "n_events"])
+        vec = t.column("vector").combine_chunks()
+        norms = np.linalg.norm(vec.values.to_numpy(zero_copy_only=False).reshape(len(vec), -1), axis=1)
+        df = t.drop_columns(["vector"]).to_pandas()
+        df["norm"] = np.where(np.isfinite(norms), norms, np.nan)  # NaN: counted as null below
+        return df
+
+    def common(rows: int) -> list[tuple["Expectation", str]]:
+        return [(gxe.ExpectTableRowCountToEqual(value=rows), CRITICAL),
+                (gxe.ExpectColumnValuesToBeInSet(column="dim", value_set=[manifest["dim"]]), CRITICAL),
+                (gxe.ExpectColumnValuesToBeInSet(column="model_version", value_set=[manifest["model_version"]]), CRITICAL),
+                (gxe.ExpectColumnValuesToNotBeNull(column="norm"), CRITICAL),
+                (gxe.ExpectColumnValuesToBeBetween(column="norm", min_value=0, strict_min=True), CRITICAL)]
+
+    users = frame("embeddings/users", ["user_id", "user_idx"])
+    items = frame("embeddings/items", ["domain", "item_id", "item_idx"])
+    return [
+        Frame("embeddings/users", users, common(manifest["users"]) + _not_null("user_id", "user_idx") + [
+            (gxe.ExpectColumnValuesToBeUnique(column="user_id"), CRITICAL),
+            (gxe.ExpectColumnValuesToBeBetween(column="n_events", min_value=1), CRITICAL)]),
+        Frame("embeddings/items", items, common(manifest["items"]) + _not_null("item_id", "item_idx") + [
+            (gxe.ExpectCompoundColumnsToBeUnique(column_list=["domain", "item_id"]), CRITICAL),
+            (gxe.ExpectColumnValuesToBeBetween(column="n_events", min_value=0), CRITICAL)]),
+    ]
+
+
+def run_embeddings_gate(cfg: Config, method: str, day: date, *, raise_on_failure: bool = True) -> GateReport:
+    """The gate on ``method``'s embedding tables as of ``day`` (``_gates/stage=embeddings/model=M/``)."""
+    t0 = time.perf_counter()
+    report = GateReport("embeddings", [day], validate(embeddings_frames(cfg, method, day)), 0.0)
+    report.seconds = time.perf_counter() - t0
+    return record_gate(cfg, report, f"model={method}", raise_on_failure=raise_on_failure)

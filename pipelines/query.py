@@ -153,16 +153,18 @@ class Query:
 
     # -- embeddings ----------------------------------------------------------------------------------
     def methods(self) -> list[str]:
-        """Methods with published embeddings."""
-        base = self.wh.table("embeddings/items")
-        return sorted(p.name[6:] for p in base.glob("model=*") if p.is_dir()) if base.is_dir() else []
+        """Methods with published embeddings (``seqrep publish``: gated, indexed, recorded)."""
+        base = self.wh.manifest_path("publish", "x").parent
+        return sorted(p.name[6:] for p in base.glob("model=*") if any(p.glob("dt=*.json")))
 
     def days(self, method: str) -> list[date]:
+        """Days with published embeddings of ``method``."""
         if method not in self.methods():
             have = ", ".join(self.methods()) or "none"
-            raise QueryError(f"no embeddings of method {method!r} in {self.wh.root} (methods with embeddings: {have}); "
-                             f"run `seqrep infer --method {method}`")
-        return self.wh.partition_dates(f"embeddings/items/model={method}")
+            raise QueryError(f"no published embeddings of method {method!r} in {self.wh.root} (published: {have}); "
+                             f"run `seqrep infer --method {method}` then `seqrep publish --method {method}`")
+        folder = self.wh.manifest_path("publish", f"model={method}/x").parent
+        return sorted(date.fromisoformat(p.stem[3:]) for p in folder.glob("dt=*.json"))
 
     def resolve_day(self, method: str, day: date | str | None) -> date:
         days = self.days(method)
