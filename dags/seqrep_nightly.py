@@ -1,55 +1,83 @@
-"""seqrep nightly: one day of behavior logs into the warehouse.
+"""seqrep nightly: one UTC day of behavior logs into published user and item embeddings.
 
-ingest -> gate_raw -> clean -> gate_clean -> sessionize -> gate_sessions -> sequences ->
-gate_sequences -> graphs -> gate_graphs: each a Spark job submitted through the Spark provider
-for the run's data interval (the UTC day it covers). A gate runs the stage's Great Expectations
-suite (``seqrep validate``); when it fails, the tasks after it do not run for that day, and
-earlier days' outputs stay as they were. Its results are in ``_gates/`` under the warehouse. The Spark master comes from
-the Airflow connection ``seqrep_spark`` (``local[*]`` by default, a cluster by configuration).
-Sessions, vocabularies and sequences continue from the previous day, so those tasks depend on
-their previous run and the DAG runs one day at a time.
+ETL, each task a Spark job submitted through the Spark provider (master from the Airflow
+connection ``seqrep_spark``: ``local[*]`` by default, a cluster by configuration)::
 
-A run processes its data interval: the scheduled run at 2024-01-02 00:00 UTC, and
-``airflow dags test seqrep_nightly 2024-01-02``, both process 2024-01-01.
+    ingest -> gate_raw -> clean -> gate_clean -> sessionize -> features -> gate_features
+
+``features`` writes sequences and graphs; ``gate_features`` validates sessions, sequences and
+graphs (Great Expectations, results in ``_gates/``). Then one task group per method of the
+config's ``nightly.methods``, each task its own ``seqrep`` process (``pipelines/nightly.py``), the
+torch ones in the ``gpu`` pool (CUDA when the worker has it, CPU otherwise)::
+
+    train -> evaluate -> regression_gate -> infer -> gate_embeddings -> publish
+
+and ``report`` (the day's HTML page, whatever happened). A failed gate stops what follows it for
+that day (a regression stops one method: the last published tables stay live); earlier days'
+outputs stay as they were. Spark and torch tasks retry with exponential backoff, gates do not; a
+task that fails for good leaves its reason in ``_runs/dt=D/<task>.json``.
+
+A run processes its data interval: the scheduled run at 2024-01-02 00:00 UTC, ``airflow dags
+test seqrep_nightly 2024-01-02`` and ``airflow backfill create ... --from-date 2024-01-02`` all
+process 2024-01-01. Sessions, vocabularies, sequences and warm starts continue from the day
+before, so runs go one day at a time (``max_active_runs=1``; give backfills
+``--max-active-runs 1``).
+
+The methods are read when the file is parsed, from the config file named by ``SEQREP_CONFIG``
+(``sasrec`` without one); the run's ``config`` parameter gives every task its settings.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from datetime import timedelta
 from importlib.util import find_spec
 from pathlib import Path
 
 import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import DAG, Param
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import DAG, Asset, Param, TaskGroup
 from airflow.timetables.interval import CronDataIntervalTimetable
+
+from pipelines.config import load_config  # light: pydantic and yaml
+from pipelines.failures import REASON_ENV, record_failure
 
 # The Spark application: a thin entry into the seqrep CLI (found without importing the package).
 SPARK_APP = str(Path(find_spec("pipelines").submodule_search_locations[0]) / "spark_app.py")
 DAY = "{{ data_interval_start | ds }}"
 COMMON = ["--warehouse", "{{ params.warehouse }}", "--config", "{{ params.config }}"]
+REASON = "{{ params.warehouse }}/_runs/dt=" + DAY + "/{{ ti.task_id }}.reason"
+RETRIES = int(os.environ.get("SEQREP_RETRIES", "2"))
+RETRY = {"retries": RETRIES, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True,
+         "max_retry_delay": timedelta(minutes=30)}
+NO_RETRY = {"retries": 0}
+METHODS = list(load_config(os.environ.get("SEQREP_CONFIG") or None).nightly.methods)
+WAREHOUSE = os.environ.get("SEQREP_WAREHOUSE", "warehouse")
+# The first day a run may process: backfills of older logs need it earlier (catchup stays off).
+START = pendulum.parse(os.environ.get("SEQREP_START_DATE", "2020-01-01"), tz="UTC")
 
 with DAG(
     dag_id="seqrep_nightly",
-    description="Behavior logs -> clean events, sessions, sequences and graphs, one UTC day per run",
+    description="Behavior logs -> sequences and graphs -> trained, evaluated, published embeddings; one UTC day per run",
     doc_md=__doc__,
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    start_date=START,
     catchup=False,
     max_active_runs=1,
-    tags=["seqrep", "etl"],
+    tags=["seqrep", "etl", "models"],
     params={
-        "warehouse": Param(os.environ.get("SEQREP_WAREHOUSE", "warehouse"), type="string",
-                           description="warehouse folder or URI"),
+        "warehouse": Param(WAREHOUSE, type="string", description="warehouse folder or URI"),
         "config": Param(os.environ.get("SEQREP_CONFIG", ""), type="string",
-                        description="seqrep YAML config (ingest source and input, stage settings)"),
+                        description="seqrep YAML config (ingest source and input, stage and method settings)"),
         "driver_memory": Param("4g", type="string", description="Spark driver memory"),
     },
-    default_args={"retries": 0, "execution_timeout": timedelta(hours=6)},
+    default_args={"execution_timeout": timedelta(hours=6), "on_failure_callback": record_failure},
 ) as dag:
 
-    def spark_task(task_id: str, args: list[str], doc: str, depends_on_past: bool = False) -> SparkSubmitOperator:
+    def spark_task(task_id: str, args: list[str], doc: str, depends_on_past: bool = False,
+                   gate: bool = False) -> SparkSubmitOperator:
         return SparkSubmitOperator(
             task_id=task_id,
             doc_md=doc,
@@ -59,25 +87,69 @@ with DAG(
             name=f"seqrep-{task_id}-{DAY}",
             conf={"spark.driver.memory": "{{ params.driver_memory }}",
                   "spark.driver.extraJavaOptions": "-Duser.timezone=UTC -XX:MaxDirectMemorySize=1g"},
-            env_vars={"MALLOC_ARENA_MAX": "2"},  # see pipelines/spark.py: bounds the JVM's resident memory
+            # MALLOC_ARENA_MAX: see pipelines/spark.py (bounds the JVM's resident memory).
+            env_vars={"MALLOC_ARENA_MAX": "2", REASON_ENV: REASON},
             depends_on_past=depends_on_past,
+            **(NO_RETRY if gate else RETRY),
         )
 
-    ingest = spark_task("ingest", ["ingest", "--date", DAY],
-                        "Read the day's log (`ingest.input` of the config, `{date}` filled in) into raw/events/dt=D.")
-    chain = [ingest]
-    steps = [
-        ("clean", "raw", "Split raw events into clean/events and quarantine/events (with a reason) for the day.", False),
-        ("sessionize", "clean", "Gap-based sessions; continues sessions open at the previous midnight.", True),
-        ("sequences", "sessions", "Vocabularies, per-user sequences as of the day, leave-one-out and temporal splits.", True),
-        ("graphs", "sequences", "Item-transition and user-item edge lists with node tables for the day.", False),
+    def seqrep_task(task_id: str, command: str, doc: str, *, gate: bool = False, gpu: bool = False,
+                    **kwargs) -> BashOperator:
+        """A ``seqrep`` process; paths reach it through the environment, never the command line."""
+        return BashOperator(
+            task_id=task_id, doc_md=doc,
+            bash_command=f"{sys.executable} -m pipelines.cli {command} --date {DAY}",
+            env={"SEQREP_WAREHOUSE": "{{ params.warehouse }}", "SEQREP_CONFIG": "{{ params.config }}",
+                 REASON_ENV: REASON},
+            append_env=True,
+            pool="gpu" if gpu else "default_pool",
+            **(NO_RETRY if gate else RETRY), **kwargs,
+        )
+
+    etl = [
+        spark_task("ingest", ["ingest", "--date", DAY],
+                   "Read the day's log (`ingest.input` of the config, `{date}` filled in) into raw/events/dt=D."),
+        spark_task("gate_raw", ["validate", "--stage", "raw", "--date", DAY], "Quality gate on raw events.", gate=True),
+        spark_task("clean", ["etl", "--date", DAY, "--stages", "clean", "--no-gates"],
+                   "Split raw events into clean/events and quarantine/events (with a reason) for the day."),
+        spark_task("gate_clean", ["validate", "--stage", "clean", "--date", DAY],
+                   "Quality gate on clean events and the quarantine accounting.", gate=True),
+        spark_task("sessionize", ["etl", "--date", DAY, "--stages", "sessionize", "--no-gates"],
+                   "Gap-based sessions; continues sessions open at the previous midnight.", depends_on_past=True),
+        spark_task("features", ["etl", "--date", DAY, "--stages", "sequences,graphs", "--no-gates"],
+                   "Vocabularies, per-user sequences as of the day, splits, item-transition and user-item graphs.",
+                   depends_on_past=True),
+        spark_task("gate_features", ["validate", "--stage", "sessions,sequences,graphs", "--date", DAY],
+                   "Quality gate on sessions, sequences and graphs.", gate=True),
     ]
-    for stage, gate_before, doc, carries_state in steps:
-        chain.append(spark_task(f"gate_{gate_before}", ["validate", "--stage", gate_before, "--date", DAY],
-                                f"Quality gate on the {gate_before} output (Great Expectations)."))
-        chain.append(spark_task(stage, ["etl", "--date", DAY, "--stages", stage, "--no-gates"], doc,
-                                depends_on_past=carries_state))
-    chain.append(spark_task("gate_graphs", ["validate", "--stage", "graphs", "--date", DAY],
-                            "Quality gate on the graphs output (Great Expectations)."))
-    for upstream, downstream in zip(chain, chain[1:]):
+    for upstream, downstream in zip(etl, etl[1:]):
         upstream >> downstream
+
+    report = seqrep_task("report", "report", "The day's run report (HTML and PNGs) under reports/dt=D.",
+                         trigger_rule="all_done")
+    for method in METHODS:
+        with TaskGroup(group_id=method, tooltip=f"{method}: train, evaluate, gate, infer, publish"):
+            outlets = [Asset(name=f"seqrep.embeddings.{kind}.{method}", group="seqrep",
+                             uri=f"file://{Path(WAREHOUSE).resolve()}/embeddings/{kind}/model={method}")
+                       for kind in ("users", "items")]
+            steps = [
+                seqrep_task("train", f"train --method {method} --incremental",
+                            "Warm start from the last published version (or a full retrain), on data as of the day.",
+                            gpu=True),
+                seqrep_task("evaluate", f"evaluate --method {method}", "Full-ranking metrics on valid and test.", gpu=True),
+                seqrep_task("regression_gate", f"validate --stage regression --method {method}",
+                            "No publish when test NDCG@10 drops more than nightly.max_ndcg_drop.", gate=True),
+                seqrep_task("infer", f"infer --method {method}", "User and item embedding tables as of the day.",
+                            gpu=True),
+                seqrep_task("gate_embeddings", f"validate --stage embeddings --method {method}",
+                            "Quality gate on the embedding tables.", gate=True),
+                seqrep_task("publish", f"publish --method {method}",
+                            "Item index and the publish record: the day's tables become the live ones.",
+                            outlets=outlets),
+            ]
+        etl[-1] >> steps[0]
+        for upstream, downstream in zip(steps, steps[1:]):
+            upstream >> downstream
+        steps[-1] >> report
+    if not METHODS:
+        etl[-1] >> report

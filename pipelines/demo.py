@@ -1,9 +1,10 @@
-"""``make demo``: synthetic logs through the nightly Airflow DAG, then a summary.
+"""``make demo``: synthetic logs through the whole nightly Airflow DAG, then the report and a query.
 
 Everything stays under the project: logs and warehouse in ``demo/``, Airflow's SQLite metadata
 database in ``.airflow/``. Each day runs as ``airflow dags test seqrep_nightly <day + 1>`` (a run
-processes the day before its logical time, like the scheduled run at the next midnight). Each
-run is five Spark stages and five quality gates, one ``spark-submit`` each.
+processes the day before its logical time, like the scheduled run at the next midnight): the ETL
+(seven ``spark-submit`` tasks, gates included), then for each method of the demo profile
+train -> evaluate -> regression gate -> infer -> embeddings gate -> publish, then the report.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def run_demo(cfg: Config | None = None) -> None:
     env = airflow_env(cfg_file, warehouse)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True,
                    stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "airflow", "pools", "set", "gpu", "1", "seqrep torch tasks (train, infer)"],
+                   env=env, check=True, stdout=subprocess.DEVNULL)
     days = daterange(cfg.synthetic.start_date, cfg.synthetic.start_date + timedelta(days=cfg.synthetic.days - 1))
     for day in days:
         t = time.perf_counter()
@@ -75,4 +78,23 @@ def run_demo(cfg: Config | None = None) -> None:
             raise SystemExit(f"[demo] the DAG run for {day} failed (exit {proc.returncode})")
         print(f"[demo]   done in {time.perf_counter() - t:.0f}s", flush=True)
     print_summary(cfg, days)
+    show_results(cfg, days[-1])
     print(f"[demo] finished in {time.perf_counter() - t0:.0f}s; warehouse: {warehouse}")
+
+
+def show_results(cfg: Config, day) -> None:
+    """The last day's report path and a sample query on the published tables."""
+    from pipelines.query import Query
+    from pipelines.report import report_folder
+
+    print(f"[demo] run report: {report_folder(cfg, day) / 'index.html'}")
+    with Query(cfg.warehouse) as q:
+        metrics = q.sql("SELECT method, round(value, 4) AS ndcg10 FROM metrics WHERE dt = ? AND split = 'test' "
+                        "AND metric = 'ndcg' AND k = 10 ORDER BY method", [day]).to_pylist()
+        print("[demo] test NDCG@10 as of", day, ", ".join(f"{r['method']} {r['ndcg10']}" for r in metrics))
+        method = cfg.nightly.methods[0]
+        user = q.sql("SELECT user_id FROM user_embeddings WHERE model = ? AND dt = ? ORDER BY n_events DESC LIMIT 1",
+                     [method, day]).column(0)[0].as_py()
+        print(f"[demo] seqrep query recommend {user} --method {method} --k 5 --config configs/demo.yaml")
+        for r in q.recommend(user, method, k=5):
+            print(f"         {r['rank']}. {r['domain']}/{r['item_id']}  score {r['score']:.3f}")

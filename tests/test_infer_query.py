@@ -43,6 +43,7 @@ def published(movielens_wh, tmp_path_factory):
     for day in (EARLY, LAST):
         assert main(["train", "--method", "sasrec", "--date", str(day), *common]) == 0
     assert main(["infer", "--method", "sasrec", "--date", str(LAST), *common]) == 0
+    assert main(["publish", "--method", "sasrec", "--date", str(LAST), *common]) == 0  # gate, index, record
     return wh, common
 
 

@@ -72,10 +72,10 @@ def test_movielens_item_metadata_is_decoded(spark, movielens):
     assert any("é" in (r.title or "") for r in items.values()), "latin-1 titles decoded"
 
 
-def _bulk(spark, cfg, source, path):
+def _bulk(spark, cfg, source, path, gates: bool = True):
     ingest.run(spark, cfg, source=source, input_path=path)
     wh = Warehouse(cfg.warehouse)
-    etl.run(spark, cfg, all_raw_days(wh))
+    etl.run(spark, cfg, all_raw_days(wh), gates=gates)
     return wh
 
 
@@ -106,7 +106,8 @@ def test_taobao_out_of_window_events_are_quarantined(spark, taobao):
 @pytest.fixture(scope="module")
 def diginetica(spark, data_dir, tmp_path_factory):
     cfg = load_config(CONFIGS / "diginetica.yaml", warehouse=tmp_path_factory.mktemp("dg") / "wh")
-    return _bulk(spark, cfg, "diginetica", data_dir("diginetica-sample"))
+    # Gates off for the suite's time: they run on real data in test_gates.py (Taobao) and test_dag.py (ml-100k).
+    return _bulk(spark, cfg, "diginetica", data_dir("diginetica-sample"), gates=False)
 
 
 def test_diginetica_sessions_are_preserved(spark, diginetica):
@@ -128,7 +129,7 @@ def test_diginetica_sessions_are_preserved(spark, diginetica):
 @pytest.fixture(scope="module")
 def lastfm(spark, data_dir, tmp_path_factory):
     cfg = load_config(CONFIGS / "lastfm.yaml", warehouse=tmp_path_factory.mktemp("fm") / "wh")
-    return _bulk(spark, cfg, "lastfm", data_dir("lastfm-2k"))
+    return _bulk(spark, cfg, "lastfm", data_dir("lastfm-2k"), gates=False)  # gates: as for DIGINETICA
 
 
 def test_lastfm_plays_tags_and_metadata(spark, lastfm):
