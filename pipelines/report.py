@@ -88,29 +88,54 @@ def _table_sizes(wh: Warehouse, day: date) -> list[dict[str, Any]]:
     return rows
 
 
+def _chain(wh: Warehouse, method: str, version: str) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The version's training log, preceded by those it was warm-started from back to its last
+    full retrain: [(version, epochs)], oldest first."""
+    out: list[tuple[str, list[dict[str, Any]]]] = []
+    seen = set()
+    while version and version not in seen:
+        seen.add(version)
+        folder = wh.table(f"models/{method}") / version
+        if not (folder / "config.json").is_file():
+            break
+        log = [json.loads(line) for line in (folder / "epochs.jsonl").read_text().splitlines() if line.strip()] \
+            if (folder / "epochs.jsonl").is_file() else []
+        out.append((version, log))
+        version = json.loads((folder / "config.json").read_text()).get("warm_start_from")
+    return out[::-1]
+
+
 def _plot_curves(wh: Warehouse, metric_rows: list[dict[str, Any]], out: Path) -> str | None:
+    """Loss and validation NDCG@10 per epoch; a warm-started version continues the curve of the
+    versions it started from (dotted lines mark the nights)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    curves = {}
-    for r in metric_rows:
-        path = wh.table(f"models/{r['method']}") / r["version"] / "epochs.jsonl"
-        if path.is_file():
-            log = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            if log:
-                curves[r["method"]] = log
+    curves = {r["method"]: _chain(wh, r["method"], r["version"]) for r in metric_rows}
+    curves = {m: c for m, c in curves.items() if any(log for _, log in c)}
     if not curves:
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for method, log in curves.items():
-        epochs = [e["epoch"] for e in log]
-        ax1.plot(epochs, [e["loss"] for e in log], marker="o", label=method)
-        ax2.plot(epochs, [e["valid_ndcg@10"] for e in log], marker="o", label=method)
-    ax1.set(title="training loss", xlabel="epoch")
-    ax2.set(title="validation NDCG@10", xlabel="epoch")
+    for method, chain in curves.items():
+        x, loss, ndcg, nights = [], [], [], []
+        for _, log in chain:
+            nights.append(len(x) + 0.5)
+            for e in log:
+                x.append(len(x) + 1)
+                loss.append(e["loss"])
+                ndcg.append(e["valid_ndcg@10"])
+        line, = ax1.plot(x, loss, marker="o", markersize=3, label=method)
+        ax2.plot(x, ndcg, marker="o", markersize=3, label=method, color=line.get_color())
+        for n in nights[1:]:
+            for ax in (ax1, ax2):
+                ax.axvline(n, color=line.get_color(), linestyle=":", alpha=0.5)
+    ax1.set(title="training loss", xlabel="epoch (since the last full retrain)")
+    ax2.set(title="validation NDCG@10", xlabel="epoch (since the last full retrain)")
     for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -148,7 +173,7 @@ def _html_table(rows: list[dict[str, Any]]) -> str:
 
     def cell(v: Any) -> str:
         if isinstance(v, float):
-            return f"{v:.4f}"
+            return f"{v:,.2f}" if abs(v) >= 1 else f"{v:.4f}"
         if isinstance(v, int):
             return f"{v:,}"
         return html.escape("" if v is None else str(v))
