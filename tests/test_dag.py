@@ -137,13 +137,12 @@ def tables(wh: Path, day: date) -> dict[str, dict[str, np.ndarray]]:
 
 
 def assert_same_tables(a: dict, b: dict, what: str) -> None:
-    """Same ids; vectors equal up to float32 rounding (1e-4 of their scale: training in another
-    process sums in another order; measured differences are about 1e-5 of it)."""
+    """Same ids; vectors equal up to float32 rounding: training in another process sums in
+    another order, which moves weights by about 1e-5 (measured: at most 4.3e-5 on entries up to 2.8)."""
     for kind in ("users", "items"):
         assert set(a[kind]) == set(b[kind]), f"{what}: {kind} differ"
         diff = max(float(np.abs(a[kind][k] - b[kind][k]).max()) for k in a[kind])
-        scale = max(float(np.abs(v).max()) for v in a[kind].values())
-        assert diff <= 1e-4 * scale, f"{what}: {kind} vectors differ by {diff} (scale {scale})"
+        assert diff <= 2e-4, f"{what}: {kind} vectors differ by {diff}"
 
 
 def test_dag_files_import_cleanly_and_stay_light(airflow_home):

@@ -161,7 +161,7 @@ def test_sql_is_read_only_and_confined_to_the_warehouse(published, tmp_path):
             with pytest.raises(QueryError):
                 q.similar_items(evil, "sasrec")
         assert q.sql("SELECT count(*) AS n FROM user_embeddings").column("n").to_pylist() == [943]
-        with pytest.raises(QueryError, match="no embeddings of method 'gru4rec'"):
+        with pytest.raises(QueryError, match="no published embeddings of method 'gru4rec'"):
             q.recommend("196", "gru4rec")
         with pytest.raises(QueryError, match="days: 1998-04-22"):
             q.user("196", "sasrec", "1998-01-01")
