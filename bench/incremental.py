@@ -2,7 +2,7 @@
 
 Both arms run the nightly steps of ``pipelines/nightly.py`` (train, evaluate, regression gate,
 infer, embeddings gate, publish) over the same days, each in its own copy of the warehouse's
-ETL tables (links, not copies of the files):
+ETL tables (hard links, not copies of the files):
 
 - ``full``: every night retrains from scratch (``nightly.full_retrain_days: 1``);
 - ``warm``: the first night trains fully, each later night continues the last published model
@@ -32,16 +32,19 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-ETL_TABLES = ("raw", "clean", "quarantine", "sessions", "sequences", "splits", "vocab", "graphs", "items")
+ETL_TABLES = ("raw", "sequences", "splits", "vocab", "graphs", "items")  # what training and inference read
 
 
 def arm_warehouse(source: Path, out: Path) -> Path:
-    """A fresh warehouse whose ETL tables link to ``source``'s (models, metrics, embeddings start empty)."""
+    """A fresh warehouse with ``source``'s ETL tables as hard links (a symbolic link would resolve
+    outside the warehouse, which it refuses); models, metrics and embeddings start empty."""
+    import os
+
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     for name in ETL_TABLES:
         if (source / name).exists():
-            (out / name).symlink_to((source / name).resolve())
+            shutil.copytree(source / name, out / name, copy_function=os.link)
     return out
 
 
