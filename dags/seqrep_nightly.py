@@ -12,7 +12,8 @@ torch ones in the ``gpu`` pool (CUDA when the worker has it, CPU otherwise)::
 
     train -> evaluate -> regression_gate -> infer -> gate_embeddings -> publish
 
-and ``report`` (the day's HTML page, whatever happened). A failed gate stops what follows it for
+and ``report`` (the day's HTML page, whatever happened; ``watcher`` then fails the run if any
+task failed, since ``report`` succeeding would otherwise make it a success). A failed gate stops what follows it for
 that day (a regression stops one method: the last published tables stay live); earlier days'
 outputs stay as they were. Spark and torch tasks retry with exponential backoff, gates do not; a
 task that fails for good leaves its reason in ``_runs/dt=D/<task>.json``.
@@ -38,7 +39,7 @@ from pathlib import Path
 import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.providers.standard.operators.bash import BashOperator
-from airflow.sdk import DAG, Asset, Param, TaskGroup
+from airflow.sdk import DAG, Asset, Param, TaskGroup, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from pipelines.config import load_config  # light: pydantic and yaml
@@ -153,3 +154,11 @@ with DAG(
         steps[-1] >> report
     if not METHODS:
         etl[-1] >> report
+
+    @task(task_id="watcher", trigger_rule="one_failed", retries=0,
+          doc_md="Fails the run when any task failed: `report` runs whatever happened and is a leaf, "
+                 "so without this a failed night would end as a successful run.")
+    def watcher() -> None:
+        raise RuntimeError("a task of this run failed; its reason is in _runs/dt=<day>/ and the run report")
+
+    dag.tasks >> watcher()

@@ -150,7 +150,7 @@ def test_dag_files_import_cleanly_and_stay_light(airflow_home):
     assert [t.task_id for t in dag.topological_sort()] == [
         "ingest", "gate_raw", "clean", "gate_clean", "sessionize", "features", "gate_features",
         "sasrec.train", "sasrec.evaluate", "sasrec.regression_gate", "sasrec.infer", "sasrec.gate_embeddings",
-        "sasrec.publish", "report"]
+        "sasrec.publish", "report", "watcher"]
     assert dag.max_active_runs == 1 and dag.catchup is False
     assert {t.task_id for t in dag.tasks if t.depends_on_past} == {"sessionize", "features"}
     assert {t.task_id for t in dag.tasks if t.pool == "gpu"} == {"sasrec.train", "sasrec.evaluate", "sasrec.infer"}
@@ -194,7 +194,8 @@ def test_nightly_runs_equal_backfill_and_a_regression_blocks_publishing(airflow_
     # Day 1: every task for real (ETL through spark-submit, each model task its own process).
     run = run_day(dag, DAYS[0], nightly_wh, config)
     states = _states(run)
-    assert str(run.state).endswith("success") and set(states.values()) == {"success"}, states
+    assert str(run.state).endswith("success") and states.pop("watcher") == "skipped", states
+    assert set(states.values()) == {"success"}, states
     published = json.loads((nightly_wh / f"_manifests/stage=publish/model=sasrec/dt={DAYS[0]}.json").read_text())
     assert published["warm_start_from"] is None and published["users"] > 0
     for gate in ("stage=raw", "stage=clean", "stage=sessions", "stage=sequences", "stage=graphs",
@@ -226,7 +227,7 @@ def test_nightly_runs_equal_backfill_and_a_regression_blocks_publishing(airflow_
     states = _states(run)
     assert states["sasrec.train"] == "success" and states["sasrec.regression_gate"] == "failed", states
     assert all(states[f"sasrec.{t}"] == "upstream_failed" for t in ("infer", "gate_embeddings", "publish")), states
-    assert states["report"] == "success"
+    assert states["report"] == "success" and states["watcher"] == "failed" and str(run.state).endswith("failed")
     reason = json.loads((nightly_wh / f"_runs/dt={SABOTAGE}/sasrec.regression_gate.json").read_text())["reason"]
     assert "NDCG@10" in reason and str(DAYS[-1]) in reason, reason
     assert not (nightly_wh / f"embeddings/users/model=sasrec/dt={SABOTAGE}").exists()
