@@ -13,9 +13,13 @@ matrices, all cores), divided by the FLOPs of the model's *full* forward per use
 - GRU4Rec: ``L * 6 (d h + h^2)`` for the gates plus ``2 h d`` for the output projection.
 
 ``limit = matmul FLOP/s / full-forward FLOPs per user``, with the matmul rate of the same precision
-(``--precisions fp32,bf16``: bf16 is autocast, on AMX/AVX-512 BF16 CPUs much faster for matmuls). Our encoders compute less than the full
-forward (SASRec's last layer only for the last position, GRU4Rec's projection only there), so
-the ratio can exceed 100%: the "needed" column gives the FLOPs our path performs.
+(``--precisions fp32,bf16``: bf16 is autocast, on AMX/AVX-512 BF16 CPUs much faster for matmuls).
+This machine is shared and its speed drifts, so the matmul rate is measured again right before
+each timed chunk, and each chunk's share of the limit uses its own reference; the table gives
+medians over the chunks. Our encoders compute less than the full forward (SASRec's last layer
+only for the last position, GRU4Rec's projection only there, and both only over the longest
+history of a batch of similar lengths), so the ratio can exceed 100%: the "computed" column
+gives the FLOPs our path performs, averaged over the users' history lengths.
 
 Part 2, item index (``pipelines/index.py``): ``--items`` synthetic item vectors (Gaussian
 directions, log-normal norms, dim 64), the exact inner-product index and the HNSW index;
@@ -29,6 +33,7 @@ Run (after ``seqrep ingest --source movielens`` and ``seqrep etl --all`` into wh
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -55,9 +60,10 @@ def matmul_flops(dtype: str = "fp32", repeats: int = 7, n: int = 2048) -> float:
     return statistics.median(rates)
 
 
-def model_flops(method: str, p) -> tuple[float, float]:
-    """(full forward, what our encode computes) FLOPs per user at full length (see the docstring)."""
-    d, L = p.dim, p.max_len
+def model_flops(method: str, p, L: int | None = None) -> tuple[float, float]:
+    """(full forward, what our encode computes) FLOPs per user over ``L`` positions (default
+    ``max_len``; see the docstring)."""
+    d, L = p.dim, p.max_len if L is None else L
     if method == "sasrec":
         f = d * p.ff_mult
         per_position = 8 * d * d + 4 * d * f + 4 * L * d
@@ -70,7 +76,7 @@ def model_flops(method: str, p) -> tuple[float, float]:
     return gates + L * 2 * h * d, gates + 2 * h * d
 
 
-def bench_users(args: argparse.Namespace, gflops: dict[str, float]) -> None:
+def bench_users(args: argparse.Namespace) -> None:
     import torch
 
     from models.data import load
@@ -85,32 +91,41 @@ def bench_users(args: argparse.Namespace, gflops: dict[str, float]) -> None:
     rows = np.arange(args.users) % len(data.users)
     chunk = -(-args.users // args.chunks)
     print(f"\n## user encoding: {len(data.users):,} ml-100k users replicated to {args.users:,}, "
-          f"batch {args.batch}, torch threads {torch.get_num_threads()}; users/s: median of the "
-          f"{args.chunks} chunks of {chunk:,} users, and over all {args.users:,}")
-    print("| method | precision | MFLOP/user full | MFLOP/user computed | limit users/s | users/s (median) | chunks | "
-          "all users/s | of limit | GFLOP/s done |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |")
-    for method in args.methods.split(","):
+          f"batch {args.batch}, torch threads {torch.get_num_threads()}; median of the {args.chunks} chunks "
+          f"of {chunk:,} users, each against the matmul rate measured just before it")
+    print("| method | encoder | precision | MFLOP/user full | MFLOP/user computed | limit users/s | users/s (median) | "
+          "chunks | all users/s | of limit (median) | chunks of limit | GFLOP/s done | warm-up s |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: | ---: |")
+    for method, compiled, precision in itertools.product(args.methods.split(","), args.encoders.split(","),
+                                                         args.precisions.split(",")):
         mc = method_config(method)
         device = pick_device(mc.train)
         model = build(mc, data.n_items, data.user_vocab).to(device).eval()
-        full, needed = model_flops(method, mc.params())
-        for precision in args.precisions.split(","):
-            bf16 = precision == "bf16"
-            encode_users(model, data, rows[:4 * args.batch], batch_size=args.batch, device=str(device), bf16=bf16)
-            rates, start = [], time.perf_counter()
-            for lo in range(0, args.users, chunk):
-                t = time.perf_counter()
-                out = encode_users(model, data, rows[lo:lo + chunk], batch_size=args.batch, device=str(device),
-                                   bf16=bf16)
-                rates.append(len(out) / (time.perf_counter() - t))
-            overall = args.users / (time.perf_counter() - start)
-            assert np.isfinite(out).all()
-            limit = gflops[precision] * 1e9 / full
-            rate = statistics.median(rates)
-            print(f"| {method} | {precision} | {full / 1e6:.2f} | {needed / 1e6:.2f} | {limit:,.0f} | {rate:,.0f} | "
-                  f"{', '.join(f'{r:,.0f}' for r in rates)} | {overall:,.0f} | {rate / limit:.0%} | "
-                  f"{rate * needed / 1e9:.0f} |", flush=True)
+        if compiled == "compiled" and not model.compile_encode():
+            continue  # no compiled path: the eager row is what seqrep infer runs
+        p = mc.params()
+        full = model_flops(method, p)[0]
+        lengths = np.minimum(data.lengths[rows], p.max_len)
+        needed = float(np.mean([model_flops(method, p, int(L))[1] for L in lengths[:len(data.users)]]))
+        bf16 = precision == "bf16"
+        t = time.perf_counter()  # the compiled encoder compiles here
+        encode_users(model, data, rows[:4 * args.batch], batch_size=args.batch, device=str(device), bf16=bf16)
+        warm = time.perf_counter() - t
+        rates, limits, spent = [], [], 0.0
+        for lo in range(0, args.users, chunk):
+            limits.append(matmul_flops(precision, repeats=3) * 1e9 / full)
+            t = time.perf_counter()
+            out = encode_users(model, data, rows[lo:lo + chunk], batch_size=args.batch, device=str(device),
+                               bf16=bf16)
+            spent += time.perf_counter() - t
+            rates.append(len(out) / (time.perf_counter() - t))
+        assert np.isfinite(out).all()
+        shares = [r / lim for r, lim in zip(rates, limits)]
+        rate = statistics.median(rates)
+        print(f"| {method} | {compiled} | {precision} | {full / 1e6:.2f} | {needed / 1e6:.2f} | "
+              f"{statistics.median(limits):,.0f} | {rate:,.0f} | {', '.join(f'{r:,.0f}' for r in rates)} | {args.users / spent:,.0f} | "
+              f"{statistics.median(shares):.0%} | {', '.join(f'{x:.0%}' for x in shares)} | "
+              f"{rate * needed / 1e9:.0f} | {warm:.1f} |", flush=True)
 
 
 def bench_index(args: argparse.Namespace) -> None:
@@ -159,6 +174,9 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=5, help="the users are encoded in this many timed chunks")
     ap.add_argument("--batch", type=int, default=256, help="users per forward pass (embeddings.batch_size)")
     ap.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 (autocast)")
+    ap.add_argument("--encoders", default="eager,compiled",
+                    help="eager and/or compiled (torch.compile, methods with a compiled path; what seqrep infer "
+                         "runs from embeddings.compile_min_users users)")
     ap.add_argument("--items", type=int, default=1_000_000, help="synthetic items of part 2 (0: skip)")
     ap.add_argument("--queries", type=int, default=1000)
     args = ap.parse_args()
@@ -167,7 +185,7 @@ def main() -> None:
     if args.users:
         if not args.warehouse:
             raise SystemExit("--warehouse is needed for the user-encoding part (or --users 0)")
-        bench_users(args, gflops)
+        bench_users(args)
     if args.items:
         bench_index(args)
 

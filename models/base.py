@@ -103,6 +103,12 @@ class SequenceModel(nn.Module):
         h = self.hidden(history)
         return h[torch.arange(h.size(0), device=h.device), lengths - 1]
 
+    def compile_encode(self) -> bool:
+        """From now on, run ``encode``'s tensor work under ``torch.compile`` (inference only: batch
+        encoding of many users, where compiling pays off); False where the method has no compiled
+        path (the default)."""
+        return False
+
     def item_bias(self) -> Tensor | None:
         """A per-item term added to every score (BERT4Rec's output bias), or None. ``seqrep infer``
         publishes it as one more coordinate (``u' = [u, 1]``, ``v' = [v, b]``) so ``<u', v'>`` is the score."""

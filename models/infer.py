@@ -15,8 +15,8 @@ their whole history, and writes two partitions, each atomically (staged, then sw
 Indexes come from the append-only vocabularies, so a user's vectors of two days are comparable.
 Items first seen after the model's day have no row (the model has no vector for them) and are
 left out of fresh histories; both counts are in the manifest (``_manifests/stage=infer``).
-Encoding is batched (``embeddings.batch_size`` users per forward pass), under
-``torch.inference_mode``, on CUDA when present.
+Encoding is batched (``embeddings.batch_size`` users per forward pass, users of similar history
+lengths together), under ``torch.inference_mode``, on CUDA when present.
 """
 
 from __future__ import annotations
@@ -80,24 +80,30 @@ def encode_users(model, data: SequenceData, rows: np.ndarray, fold_in: np.ndarra
                  progress: Callable[[int], None] | None = None) -> np.ndarray:
     """User vectors [len(rows), dim] (float32) from each row's whole history in ``data``; rows
     flagged in ``fold_in`` go through ``model.fold_in`` (methods with per-user parameters).
-    ``bf16``: under bfloat16 autocast (see ``EmbeddingsConfig.bf16``)."""
+    ``bf16``: under bfloat16 autocast (see ``EmbeddingsConfig.bf16``). A model whose encoder was
+    compiled (``model.compile_encode``) falls back to eager, with a warning, where compiling fails
+    (no C++ compiler, say)."""
     import torch
 
     fold_in = np.zeros(len(rows), dtype=bool) if fold_in is None else fold_in
     out = np.empty((len(rows), model.params.dim), dtype=np.float32)
+    # Batches of similar history lengths: sequence encoders cut trailing padding (SASRec, GRU4Rec),
+    # so a batch of short histories costs what its longest one needs, not max_len positions.
+    order = np.argsort(np.minimum(data.lengths[rows], model.params.max_len), kind="stable")
     model.eval()
     with torch.inference_mode(), torch.autocast(torch.device(device).type, torch.bfloat16, enabled=bf16):
         for lo in range(0, len(rows), batch_size):
-            r = rows[lo:lo + batch_size]
+            at = order[lo:lo + batch_size]
+            r = rows[at]
             history, lengths = model.histories(data, r, data.lengths[r])
             h = torch.as_tensor(history, device=device)
             n = torch.as_tensor(lengths, device=device)
             users = torch.as_tensor(data.users[r], device=device)
-            f = fold_in[lo:lo + batch_size]
+            f = fold_in[at]
             for sel, fn in ((~f, model.encode), (f, model.fold_in)):
                 if sel.any():
                     s = torch.as_tensor(sel, device=device)
-                    out[lo + np.flatnonzero(sel)] = fn(h[s], n[s], users[s]).float().cpu().numpy()
+                    out[at[sel]] = fn(h[s], n[s], users[s]).float().cpu().numpy()
             if progress is not None:
                 progress(len(r))
     return out
@@ -194,8 +200,10 @@ def infer(cfg: Config, method: str, day: date, *, sets: list[str] = (), version:
     fold_in = np.asarray(users["dt"]).astype("datetime64[D]") > np.datetime64(trained_day, "D")
     if model.n_users:
         fold_in |= data.users >= model.n_users
+    least = cfg.embeddings.compile_min_users
+    compiled = least is not None and len(rows) >= least and model.compile_encode()
     echo(f"infer {method} {folder.name} as of {day}: {len(rows):,} users ({int(fold_in[rows].sum()):,} folded in), "
-         f"{model.n_items:,} items, on {device}")
+         f"{model.n_items:,} items, on {device}" + (", encoder under torch.compile" if compiled else ""))
     from tqdm import tqdm
 
     with tqdm(total=len(rows), unit="user", desc=f"encode {method}", disable=None, leave=False) as bar:
@@ -245,7 +253,7 @@ def infer(cfg: Config, method: str, day: date, *, sets: list[str] = (), version:
         "stage": "infer", **common, "asof": day.isoformat(), "trained_day": trained_day.isoformat(),
         "users": len(rows), "users_fold_in": int(fold_in[rows].sum()),
         "users_without_known_items": int((~has_events).sum()), "items": n,
-        "events_on_items_unknown_to_the_model": dropped_events, "device": str(device),
+        "events_on_items_unknown_to_the_model": dropped_events, "device": str(device), "compiled": bool(compiled),
         "seconds": round(time.perf_counter() - t0, 2), "outputs": {"users": str(user_path), "items": str(item_path)},
     }
     wh.write_manifest("infer", f"model={method}/dt={day.isoformat()}", manifest)

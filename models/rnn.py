@@ -54,8 +54,9 @@ class GRU4Rec(SequenceModel):
         return self.out(h)
 
     def encode(self, history: Tensor, lengths: Tensor, users: Tensor | None = None) -> Tensor:
-        """The projected state at each history's last event (projected at that position only)."""
-        h, _ = self.rnn(self.dropout(self.item_emb(history)))
+        """The projected state at each history's last event (projected at that position only; the
+        recurrence stops at the batch's longest history: trailing padding changes no earlier state)."""
+        h, _ = self.rnn(self.dropout(self.item_emb(history[:, :max(1, int(lengths.max()))])))
         return self.out(h[torch.arange(h.size(0), device=h.device), lengths - 1])
 
     def item_embeddings(self) -> Tensor:

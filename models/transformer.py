@@ -85,15 +85,28 @@ class SASRec(SequenceModel):
     def encode(self, history: Tensor, lengths: Tensor, users: Tensor | None = None) -> Tensor:
         """The state at each history's last event. Outside training, the last layer runs for that
         one query only (keys and values still cover the history): the same vector as
-        ``hidden(history)[b, lengths[b] - 1]`` for about ``(n - 1) / n`` of the FLOPs of n layers."""
+        ``hidden(history)[b, lengths[b] - 1]`` for about ``(n - 1) / n`` of the FLOPs of n layers, and
+        over the batch's longest history only."""
         last = self.encoder.layers[-1]
         if self.training or not self.causal or not last.norm_first or self.encoder.norm is not None:
             return super().encode(history, lengths, users)
+        # Trailing padding changes no state at a real position (causal attention): cut it, so a
+        # batch of short histories costs what its longest needs (``encode_users`` batches by length).
+        return self._last_state(history[:, :max(1, int(lengths.max()))].contiguous(), lengths)
+
+    def _last_state(self, history: Tensor, lengths: Tensor) -> Tensor:
         B, L = history.shape
         x = self._inputs(history)
         mask = nn.Transformer.generate_square_subsequent_mask(L, device=history.device, dtype=x.dtype)
         for layer in self.encoder.layers[:-1]:
-            x = layer(x, src_mask=mask, is_causal=True)
+            if torch.compiler.is_compiling():
+                # The layer's own ops (its training path): compiled, they fuse better than the
+                # fused inference kernel that ``layer(x)`` runs (bench/infer.py: compiled vs eager).
+                x = x + layer._sa_block(layer.norm1(x), mask, None, is_causal=True)
+                x = x + layer._ff_block(layer.norm2(x))
+            else:
+                x = layer(x, src_mask=mask, is_causal=True)
+        last = self.encoder.layers[-1]
         rows, at = torch.arange(B, device=history.device), lengths - 1
         kv = last.norm1(x)
         later = torch.arange(L, device=history.device).unsqueeze(0) > at.unsqueeze(1)  # causal, for one query
@@ -101,6 +114,24 @@ class SASRec(SequenceModel):
         y = x[rows, at] + last.dropout1(attn.squeeze(1))
         y = y + last._ff_block(last.norm2(y))
         return self.norm(y)
+
+    def compile_encode(self) -> bool:
+        if type(self).encode is not SASRec.encode:  # BERT4Rec and MMoE encode their own way
+            return False
+        import torch._dynamo.config
+        import torch._inductor.config
+
+        compiled = torch.compile(self._last_state, dynamic=True)
+
+        def last_state(history: Tensor, lengths: Tensor) -> Tensor:
+            # Freezing (weights as constants) lets inductor pack them for oneDNN and fuse bias and
+            # GELU into the matmuls; it is read while compiling, which happens on a call (the
+            # first, and any recompile). A failed compile runs eager, with a warning.
+            with torch._inductor.config.patch(freezing=True), torch._dynamo.config.patch(suppress_errors=True):
+                return compiled(history, lengths)
+
+        self._last_state = last_state
+        return True
 
     def item_embeddings(self) -> Tensor:
         return self.item_emb.weight[: self.n_items + 1]

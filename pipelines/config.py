@@ -136,6 +136,11 @@ class EmbeddingsConfig(_Section):
     #: Encode under bfloat16 autocast (CUDA, or CPUs with AMX/AVX-512 BF16): faster matmuls, vectors
     #: rounded to about 3 significant digits before they are stored as float32. Off: exact float32.
     bf16: bool = False
+    #: Encode under ``torch.compile`` (methods with a compiled path: SASRec and its variants) when at
+    #: least this many users are encoded. On 2 CPU cores compiling takes 10-20 s and then SASRec
+    #: encodes about 1.3x faster (bench/infer.py), which repays the compile from about a million
+    #: users. None: never. Needs a C++ compiler (without one: eager, with a warning).
+    compile_min_users: int | None = Field(1_000_000, ge=1)
     #: Catalogues of at most this many items get an exact inner-product index, larger ones HNSW.
     exact_max_items: int = Field(100_000, ge=1)
     #: HNSW graph degree, build-time and query-time candidate list sizes (FAISS's M, efConstruction, efSearch).

@@ -262,3 +262,74 @@ def test_sasrec_encode_computes_the_last_position_only(layers):
     with torch.no_grad():
         torch.testing.assert_close(model.encode(history, lengths), model.hidden(history)[torch.arange(5), lengths - 1],
                                    rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
+def test_encode_cuts_trailing_padding_exactly(name):
+    """A batch whose longest history is shorter than max_len runs over that many positions only;
+    the vectors are the full-width stack's."""
+    import torch
+
+    from models.registry import get_method
+
+    torch.manual_seed(0)
+    cls = get_method(name)
+    model = cls(50, cls.Params(dim=16, max_len=10, num_layers=2)).eval()
+    lengths = torch.tensor([1, 4, 6, 3])  # longest 6 < max_len 10: positions 6..9 are cut
+    history = torch.randint(1, 51, (4, 10)).masked_fill(torch.arange(10)[None] >= lengths[:, None], 0)
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode(history, lengths), model.hidden(history)[torch.arange(4), lengths - 1],
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_encode_users_batches_by_length_and_keeps_row_order():
+    """encode_users groups users of similar lengths into batches; each vector still lands on its row."""
+    import torch
+
+    from models.data import SequenceData
+    from models.infer import encode_users
+    from models.transformer import SASRec
+
+    torch.manual_seed(0)
+    model = SASRec(9, SASRec.Params(dim=8, max_len=4, num_layers=2, num_heads=2)).eval()
+    lengths = np.array([5, 1, 3, 2, 4, 1])  # 5 > max_len: the last 4 events
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    items = np.random.default_rng(0).integers(1, 10, offsets[-1])
+    data = SequenceData(LAST, "loo", 9, np.arange(6), offsets, items, lengths)
+    rows = np.array([4, 0, 5, 2, 1, 3])
+    got = encode_users(model, data, rows, batch_size=2)
+    with torch.no_grad():
+        for i, r in enumerate(rows):
+            h = items[max(offsets[r], offsets[r + 1] - 4):offsets[r + 1]]
+            want = model.hidden(torch.as_tensor(h)[None])[0, -1].numpy()
+            np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-5)
+
+
+def test_sasrec_compiled_encoder_gives_the_eager_vectors():
+    """``compile_encode`` (what ``seqrep infer`` does from ``embeddings.compile_min_users`` users):
+    SASRec's compiled path gives the eager vectors; methods without one say so."""
+    import copy
+
+    import torch
+    from torch._dynamo.utils import counters
+
+    from models.data import SequenceData
+    from models.infer import encode_users
+    from models.rnn import GRU4Rec
+    from models.transformer import BERT4Rec, SASRec
+
+    torch.manual_seed(0)
+    model = SASRec(30, SASRec.Params(dim=16, max_len=8, num_layers=2, num_heads=2)).eval()
+    twin = copy.deepcopy(model)
+    assert twin.compile_encode()
+    assert not BERT4Rec(30, BERT4Rec.Params(dim=16, max_len=8)).compile_encode()
+    assert not GRU4Rec(30, GRU4Rec.Params(dim=16, max_len=8)).compile_encode()
+    lengths = np.array([9, 1, 3, 2, 8, 5, 7, 4, 6, 2])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    items = np.random.default_rng(1).integers(1, 31, offsets[-1])
+    data = SequenceData(LAST, "loo", 30, np.arange(10), offsets, items, lengths)
+    rows = np.arange(10)
+    compiled_before = counters["stats"]["unique_graphs"]
+    got = encode_users(twin, data, rows, batch_size=4)
+    assert counters["stats"]["unique_graphs"] > compiled_before, "nothing was compiled"
+    np.testing.assert_allclose(got, encode_users(model, data, rows, batch_size=4), rtol=1e-4, atol=1e-5)
