@@ -10,7 +10,7 @@ import torch
 
 from models.data import SequenceData, Split, latest_day, load, prefix_windows
 from models.evaluate import evaluate
-from models.gnn import SRGNN, LightGCN, session_graphs, training_graph
+from models.gnn import session_graphs, training_graph
 from models.registry import method_config
 from models.run import build
 
