@@ -134,6 +134,13 @@ class SequenceModel(nn.Module):
         return f"n_items={self.n_items}, dim={self.params.dim}, max_len={self.params.max_len}, loss={self.params.loss}"
 
 
+def cut_padding(history: Tensor, lengths: Tensor) -> Tensor:
+    """Right-padded ``history`` [B, L] without the columns past its longest row: for encoders
+    where a position never reads later ones (causal attention, a recurrence), the same states at
+    every real position; ``encode_users`` batches users by length so the cut is large."""
+    return history[:, :max(1, int(lengths.max()))].contiguous()
+
+
 def next_item_loss(h: Tensor, targets: Tensor, items: Tensor, params: ModelParams, bias: Tensor | None = None) -> Tensor:
     """Loss of hidden states ``h`` [M, d] against ``targets`` [M], item vectors ``items`` [N + 1, d]
     (plus an optional per-item ``bias`` [N + 1] on the logits).

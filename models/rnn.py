@@ -18,7 +18,7 @@ from pydantic import Field
 import torch
 from torch import Tensor, nn
 
-from models.base import ModelParams, SequenceModel
+from models.base import ModelParams, SequenceModel, cut_padding
 
 
 class RNNParams(ModelParams):
@@ -55,8 +55,8 @@ class GRU4Rec(SequenceModel):
 
     def encode(self, history: Tensor, lengths: Tensor, users: Tensor | None = None) -> Tensor:
         """The projected state at each history's last event (projected at that position only; the
-        recurrence stops at the batch's longest history: trailing padding changes no earlier state)."""
-        h, _ = self.rnn(self.dropout(self.item_emb(history[:, :max(1, int(lengths.max()))])))
+        recurrence stops at the batch's longest history)."""
+        h, _ = self.rnn(self.dropout(self.item_emb(cut_padding(history, lengths))))
         return self.out(h[torch.arange(h.size(0), device=h.device), lengths - 1])
 
     def item_embeddings(self) -> Tensor:

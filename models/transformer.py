@@ -28,7 +28,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from models.base import ModelParams, SequenceModel, next_item_loss
+from models.base import ModelParams, SequenceModel, cut_padding, next_item_loss
 
 
 class TransformerParams(ModelParams):
@@ -90,9 +90,7 @@ class SASRec(SequenceModel):
         last = self.encoder.layers[-1]
         if self.training or not self.causal or not last.norm_first or self.encoder.norm is not None:
             return super().encode(history, lengths, users)
-        # Trailing padding changes no state at a real position (causal attention): cut it, so a
-        # batch of short histories costs what its longest needs (``encode_users`` batches by length).
-        return self._last_state(history[:, :max(1, int(lengths.max()))].contiguous(), lengths)
+        return self._last_state(cut_padding(history, lengths), lengths)
 
     def _last_state(self, history: Tensor, lengths: Tensor) -> Tensor:
         B, L = history.shape
