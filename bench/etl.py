@@ -34,12 +34,14 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines import etl, ingest  # noqa: E402
-from pipelines.config import Config, SyntheticConfig  # noqa: E402
-from pipelines.sessionize import build_sessions  # noqa: E402
-from pipelines.spark import get_spark  # noqa: E402
-from pipelines.sqlfiles import duckdb_sql, spark_sql  # noqa: E402
-from pipelines.warehouse import Warehouse  # noqa: E402
+from pipelines.etl import ingest  # noqa: E402
+
+from pipelines.nightly import etl  # noqa: E402
+from pipelines.core.config import Config, SyntheticConfig  # noqa: E402
+from pipelines.etl.sessionize import build_sessions  # noqa: E402
+from pipelines.etl.spark import get_spark  # noqa: E402
+from pipelines.core.sqlfiles import duckdb_sql, spark_sql  # noqa: E402
+from pipelines.core.warehouse import Warehouse  # noqa: E402
 
 
 def _pss(pid: int) -> tuple[int, int]:

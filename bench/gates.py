@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from etl import synthetic_for  # noqa: E402  (bench/etl.py)
 
-from pipelines import etl as etl_stages  # noqa: E402
-from pipelines import ingest  # noqa: E402
-from pipelines.config import Config  # noqa: E402
-from pipelines.gates import AFTER_STAGE, run_gate  # noqa: E402
-from pipelines.spark import get_spark  # noqa: E402
+from pipelines.nightly import etl as etl_stages  # noqa: E402
+from pipelines.etl import ingest  # noqa: E402
+from pipelines.core.config import Config  # noqa: E402
+from pipelines.gates.registry import AFTER_STAGE, run_gate  # noqa: E402
+from pipelines.etl.spark import get_spark  # noqa: E402
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ def synthetic(users: int, length: int, items: int, seed: int = 0):
 
 def run(data, device: str, epochs: int, batch: int) -> list[dict]:
     from models.registry import method_config
-    from models.run import build
+    from models.registry import build
     from models.trainer import train
 
     mc = method_config("sasrec", {"train": {"device": device, "epochs": epochs, "batch_size": batch, "patience": 100}})

@@ -50,10 +50,10 @@ def arm_warehouse(source: Path, out: Path) -> Path:
 
 def run_arm(args, arm: str, seed: int, days: list[date]) -> list[dict]:
     from models.evaluate import evaluate
-    from models.run import load_trained
-    from models.data import load
-    from pipelines import nightly
-    from pipelines.config import load_config
+    from pipelines.modeling.train import load_trained
+    from pipelines.modeling.data import load
+    from pipelines.nightly import steps as nightly
+    from pipelines.core.config import load_config
 
     wh = arm_warehouse(Path(args.warehouse), Path(args.out) / f"{arm}-{seed}")
     base = load_config(args.config, warehouse=wh)

@@ -79,12 +79,13 @@ def model_flops(method: str, p, L: int | None = None) -> tuple[float, float]:
 def bench_users(args: argparse.Namespace) -> None:
     import torch
 
-    from models.data import load
+    from pipelines.modeling.data import load
     from models.infer import encode_users
     from models.registry import method_config
-    from models.run import build, resolve_day
+    from models.registry import build
+    from pipelines.modeling.train import resolve_day
     from models.trainer import pick_device
-    from pipelines.config import load_config
+    from pipelines.core.config import load_config
 
     cfg = load_config(None, warehouse=args.warehouse)
     data = load(cfg.warehouse, resolve_day(cfg, None), "loo")
@@ -131,8 +132,8 @@ def bench_users(args: argparse.Namespace) -> None:
 def bench_index(args: argparse.Namespace) -> None:
     import faiss
 
-    from pipelines.config import EmbeddingsConfig
-    from pipelines.index import build_index
+    from pipelines.core.config import EmbeddingsConfig
+    from pipelines.serving.index import build_index
 
     rng = np.random.default_rng(0)
     n, dim = args.items, 64

@@ -51,12 +51,12 @@ def variant_sets(variant: str) -> list[str]:
 
 def worker(args: argparse.Namespace) -> None:
     from models.checkpoint import read_json
-    from models.data import load
+    from pipelines.modeling.data import load
     from models.multitask import evaluate_tasks
     from models.registry import method_config
-    from models.run import build, model_folder, resolve_day
+    from pipelines.modeling.train import build, model_folder, resolve_day
     from models.trainer import train
-    from pipelines.config import load_config
+    from pipelines.core.config import load_config
 
     cfg = load_config(args.config, warehouse=args.warehouse)
     day = resolve_day(cfg, None)
@@ -92,11 +92,12 @@ def worker(args: argparse.Namespace) -> None:
 
 def popularity(args: argparse.Namespace, tasks: list[str]) -> dict[str, dict[str, np.ndarray]]:
     """Per-user metrics of ``pop`` on each task's rows (same data, protocol and masking as the runs)."""
-    from models.data import load
+    from pipelines.modeling.data import load
     from models.multitask import evaluate_tasks
     from models.registry import method_config
-    from models.run import build, resolve_day
-    from pipelines.config import load_config
+    from models.registry import build
+    from pipelines.modeling.train import resolve_day
+    from pipelines.core.config import load_config
 
     cfg = load_config(args.config, warehouse=args.warehouse)
     day = resolve_day(cfg, None)

@@ -29,7 +29,7 @@ PAIRS = {"GRU4Rec": "gru4rec", "SASRec": "sasrec", "SRGNN": "srgnn", "LightGCN":
 
 
 def export(args: argparse.Namespace) -> None:
-    from models.data import latest_day, load
+    from pipelines.modeling.data import latest_day, load
 
     import duckdb
 
@@ -153,8 +153,8 @@ def recbole(args: argparse.Namespace) -> None:
 
 
 def ours(args: argparse.Namespace) -> None:
-    from models.run import resolve_day, train_method
-    from pipelines.config import load_config
+    from pipelines.modeling.train import resolve_day, train_method
+    from pipelines.core.config import load_config
 
     cfg = load_config(None, warehouse=args.warehouse)
     day = resolve_day(cfg, None)

@@ -34,10 +34,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def worker(args: argparse.Namespace) -> None:
-    from models.data import load
+    from pipelines.modeling.data import load
     from models.evaluate import evaluate
-    from models.run import resolve_day, train_method
-    from pipelines.config import load_config
+    from pipelines.modeling.train import resolve_day, train_method
+    from pipelines.core.config import load_config
 
     cfg = load_config(args.config, warehouse=args.warehouse)
     day = resolve_day(cfg, None)
@@ -47,7 +47,7 @@ def worker(args: argparse.Namespace) -> None:
                                 echo=lambda m: print(m, file=sys.stderr, flush=True))
     wall = time.perf_counter() - t
     from models.checkpoint import read_json
-    from models.run import load_trained
+    from pipelines.modeling.train import load_trained
 
     _, model, folder = load_trained(cfg, args.method, day, [f"train.seed={args.seed}", *args.set])
     test = evaluate(model, data, "test")

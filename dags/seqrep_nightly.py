@@ -42,8 +42,8 @@ from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG, Asset, Param, TaskGroup, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from pipelines.config import load_config  # light: pydantic and yaml
-from pipelines.failures import REASON_ENV, record_failure
+from pipelines.core.config import load_config  # light: pydantic and yaml
+from pipelines.nightly.failures import REASON_ENV, record_failure
 
 # The Spark application: a thin entry into the seqrep CLI (found without importing the package).
 SPARK_APP = str(Path(find_spec("pipelines").submodule_search_locations[0]) / "spark_app.py")

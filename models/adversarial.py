@@ -110,6 +110,7 @@ class SASRecGAN(SASRec):
     """SASRec as the discriminator of an IRGAN-style game with a negative generator (see the module docstring)."""
 
     name: ClassVar[str] = "sasrec_gan"
+    family: ClassVar[str] = "GAN"
     Params: ClassVar[type[ModelParams]] = GANParams
 
     def __init__(self, n_items: int, params: GANParams, n_users: int = 0):

@@ -53,7 +53,11 @@ class SequenceModel(nn.Module):
     """Base class of the methods (see the module docstring)."""
 
     name: ClassVar[str]
+    #: The family ``seqrep methods`` lists it under (RNN, Transformer, GNN, ...).
+    family: ClassVar[str] = "other"
     Params: ClassVar[type[ModelParams]] = ModelParams
+    #: Has embeddings to publish (False: a baseline that only ranks).
+    learned: ClassVar[bool] = True
     #: Reads each event's behavior besides its item (``SequenceData.event_codes``).
     uses_event_codes: ClassVar[bool] = False
 

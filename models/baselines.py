@@ -28,6 +28,7 @@ class MostPopular(SequenceModel):
     """Most popular items first (see the module docstring)."""
 
     name: ClassVar[str] = "pop"
+    family: ClassVar[str] = "baseline"
     Params: ClassVar[type[ModelParams]] = BaselineParams
     learned: ClassVar[bool] = False
 

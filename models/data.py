@@ -1,12 +1,11 @@
-"""Sequences from the warehouse as tensors: one flat item array, windows and batches without per-row loops.
+"""Sequences as arrays: one flat item array per dataset, windows and batches without per-row loops.
 
-The loader reads the ETL's tables with DuckDB (no JVM for training): every user's sequence as of
-a day (``sql/sequences_asof.sql``), the evaluation splits of a protocol (``sql/splits_asof.sql``)
-and the item vocabulary's size. Item indexes are the vocabulary's (1..N, stable across days);
-0 is padding.
-
-A user's events are ordered by (time, event id): equal timestamps (MovieLens rates many movies
-in the same second) keep the ETL's deterministic order, the same for every method compared.
+``SequenceData`` holds every user's history as of a day: item indexes (1..N, the vocabulary's,
+stable across days; 0 is padding), user by user, in time order, with each user's training length
+and the evaluation splits. Whoever builds it (``pipelines/modeling/data.py`` reads the warehouse;
+tests build it in memory) may attach ``side``: a :class:`SideData` that answers what a method
+needs besides the sequences (a user-item graph, behaviors, item texts), asked for in the
+method's ``prepare``. This package never reads storage itself.
 
 Training never sees an evaluation target: a user trains on the events before their validation
 target (``train_len``); users without splits train on their whole history.
@@ -16,16 +15,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 
-from pipelines.sqlfiles import duckdb_sql, sql_literal
-from pipelines.warehouse import Warehouse
+from models.errors import DataError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = ["DataError", "SequenceData", "SideData", "Split"]
 
 
-class DataError(ValueError):
-    """The warehouse lacks what training needs (run the ETL first)."""
+class SideData(Protocol):
+    """What a method may ask of its data besides the sequences, as of the data's day."""
+
+    def user_item_edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The user-item graph: user_idx, item_idx and event count of every (user, item) pair."""
+
+    def event_types(self) -> tuple[np.ndarray, np.ndarray, "pa.Array"]:
+        """Every user's event types in the sequences' order: user_idx [U], events per user [U], and
+        the types of all events, user after user (strings)."""
+
+    def item_documents(self, n_items: int, fields: Sequence[str]) -> list[str]:
+        """The text of items 0..n_items (metadata ``fields`` joined by spaces; "" without any)."""
 
 
 @dataclass
@@ -51,8 +64,8 @@ class SequenceData:
     items: np.ndarray  # flat item indexes, user by user, in time order
     train_len: np.ndarray  # [U] events a user trains on
     splits: dict[str, Split] = field(default_factory=dict)
-    #: The warehouse it came from (graph methods read its edge tables); None for data built in memory.
-    warehouse: Path | None = None
+    #: What methods may ask for besides the sequences (module docstring); None for bare data.
+    side: SideData | None = None
     #: Behavior code of each event in ``items`` (``models.multitask``), loaded on first use.
     event_codes: np.ndarray | None = None
 
@@ -80,7 +93,7 @@ class SequenceData:
         codes = None if self.event_codes is None else self.event_codes[
             ragged_positions(self.offsets[rows], self.offsets[rows + 1])]
         return SequenceData(self.day, self.protocol, self.n_items, self.users[rows], offsets, items,
-                            self.train_len[rows], splits, self.warehouse, codes)
+                            self.train_len[rows], splits, self.side, codes)
 
     def item_counts(self) -> np.ndarray:
         """Training events per item (index 0 unused): the popularity of the training data."""
@@ -141,58 +154,7 @@ def training_windows(data: SequenceData, width: int, stride: int) -> tuple[np.nd
     return starts, ends
 
 
-def latest_day(warehouse: Path) -> date:
-    days = Warehouse(warehouse).partition_dates("sequences")
-    if not days:
-        raise DataError(f"no sequences in {warehouse}: run `seqrep etl` first")
-    return days[-1]
 
-
-def load(warehouse: Path, day: date, protocol: str = "loo") -> SequenceData:
-    """Sequences, splits and vocabulary size as of ``day`` (see the module docstring)."""
-    import duckdb
-    import pyarrow.compute as pc
-
-    wh = Warehouse(warehouse)
-    for table in ("sequences", "splits", "vocab/items"):
-        if not [d for d in wh.partition_dates(table) if d <= day]:
-            raise DataError(f"no {table} partitions up to {day} in {wh.root}: run `seqrep etl` first")
-    con = duckdb.connect()
-    try:
-        create_views(con, wh, {"sequences": "sequences", "splits": "splits", "vocab_items": "vocab/items"})
-        seq = con.sql(f"SELECT user_idx, item_idx FROM ({duckdb_sql('sequences_asof')}) ORDER BY user_idx",
-                      params={"asof": day}).to_arrow_table()
-        spl = con.sql(f"SELECT * FROM ({duckdb_sql('splits_asof')}) ORDER BY split, user_idx",
-                      params={"asof": day, "protocol": protocol}).to_arrow_table()
-        n_items = con.execute("SELECT coalesce(max(item_idx), 0) FROM vocab_items WHERE dt <= ?", [day]).fetchone()[0]
-    finally:
-        con.close()
-    users = seq.column("user_idx").to_numpy()
-    lists = seq.column("item_idx").combine_chunks()
-    offsets = lists.offsets.to_numpy().astype(np.int64)
-    items = lists.values.to_numpy().astype(np.int64)
-    offsets = offsets - offsets[0]
-    lengths = np.diff(offsets)
-    splits: dict[str, Split] = {}
-    train_len = lengths.copy()
-    for name in ("test", "valid"):  # valid last: it bounds training when both exist
-        part = spl.filter(pc.equal(spl.column("split"), name))
-        if part.num_rows == 0:
-            continue
-        rows = np.searchsorted(users, part.column("user_idx").to_numpy())  # users are sorted
-        hist = part.column("history_len").to_numpy().astype(np.int64)
-        targets = _pad_lists(part.column("target_idx").combine_chunks())
-        splits[name] = Split(rows, hist, targets)
-        train_len[rows] = np.minimum(train_len[rows], hist)
-    return SequenceData(day, protocol, int(n_items), users, offsets, items, train_len, splits, wh.root)
-
-
-def create_views(con, wh: Warehouse, views: dict[str, str]) -> None:
-    """DuckDB views over warehouse tables (view name -> table), every ``dt=`` partition."""
-    for view, table in views.items():
-        glob = str(wh.table(table) / "dt=*" / "*.parquet")
-        con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet(?, hive_partitioning = true, "
-                    "hive_types = {'dt': DATE}, union_by_name = true)".replace("?", sql_literal(glob)))
 
 
 def held_out_pairs(data: SequenceData) -> np.ndarray:
@@ -212,15 +174,3 @@ def prefix_windows(data: SequenceData, width: int) -> tuple[np.ndarray, np.ndarr
     k = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
     ends = data.offsets[:-1][user] + 2 + k
     return np.maximum(data.offsets[:-1][user], ends - width), ends
-
-
-def _pad_lists(lists) -> np.ndarray:
-    """A list array as a 0-padded [rows, longest] matrix."""
-    offsets = lists.offsets.to_numpy()
-    offsets = offsets - offsets[0]
-    lens = np.diff(offsets)
-    out = np.zeros((len(lens), max(int(lens.max(initial=0)), 1)), dtype=np.int64)
-    rows = np.repeat(np.arange(len(lens)), lens)
-    cols = np.arange(int(lens.sum())) - np.repeat(offsets[:-1], lens)
-    out[rows, cols] = lists.values.to_numpy()
-    return out

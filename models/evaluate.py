@@ -1,4 +1,4 @@
-"""Full-ranking evaluation of a method on a split, and the metrics table.
+"""Full-ranking evaluation of a method on a split (the metrics table is ``pipelines/modeling/metrics.py``).
 
 Each evaluated user reads the last ``max_len`` events of their history (the split's
 ``history_len``), every item is scored, the user's seen items are masked (``mask_seen``), and
@@ -9,9 +9,6 @@ kept so methods and seeds can be compared paired on users.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -65,46 +62,3 @@ def evaluate(model: SequenceModel, data: SequenceData, split: str, *, mask_seen:
             per_user.setdefault(key, []).append(value.numpy())
     model.train(was_training)
     return EvalResult(split, data.users[sp.rows], {k: np.concatenate(v) for k, v in per_user.items()})
-
-
-def metric_rows(result: EvalResult, *, method: str, dataset: str, protocol: str, day: date,
-                version: str, seed: int) -> list[dict[str, Any]]:
-    """The metrics table's rows (``metrics/method=M/dt=D``)."""
-    return [
-        {"method": method, "dataset": dataset, "protocol": protocol, "split": result.split, "metric": m,
-         "k": k, "value": v, "users": len(result.users), "model_version": version, "seed": seed, "dt": day}
-        for (m, k), v in sorted(result.mean().items())
-    ]
-
-
-def write_metrics(warehouse: Path, rows: list[dict[str, Any]]) -> Path:
-    """Write rows of one (method, day, version) as ``metrics/method=M/dt=D/<version>.parquet``, atomically."""
-    import os
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from pipelines.warehouse import Warehouse
-
-    first = rows[0]
-    folder = Warehouse(warehouse).table(f"metrics/method={first['method']}") / f"dt={first['dt']}"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{first['model_version']}.parquet"
-    table = pa.Table.from_pylist([{k: v for k, v in r.items() if k not in ("method", "dt")} for r in rows])
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """Methods as rows, HR/NDCG/MRR at each K as columns."""
-    cols = [(m, k) for k in KS for m in ("hr", "ndcg", "mrr")]
-    by_method: dict[str, dict[tuple[str, int], float]] = {}
-    for r in rows:
-        by_method.setdefault(r["method"], {})[(r["metric"], r["k"])] = r["value"]
-    head = f"{'method':<10}" + "".join(f"{m.upper() + '@' + str(k):>10}" for m, k in cols)
-    lines = [head, "-" * len(head)]
-    for method, values in by_method.items():
-        lines.append(f"{method:<10}" + "".join(f"{values.get(c, float('nan')):>10.4f}" for c in cols))
-    return "\n".join(lines)

@@ -18,8 +18,8 @@ once with ``torch.unique`` (``session_graphs``).
 Recommendation", SIGIR 2020), PyG's ``LightGCN``: embeddings ``e^(0)`` of users and items,
 propagated without weights or non-linearities over the symmetric-normalized bipartite graph,
 ``e^(k+1) = D^-1/2 A D^-1/2 e^(k)``, and averaged over layers, ``e = mean_k e^(k)``. The graph
-is the ETL's ``graphs/user_item`` table as of the day minus every held-out (validation or test)
-event, stored with the model (sparse edge list; never a dense user x item matrix). Loss: BPR with
+is the ETL's ``graphs/user_item`` table as of the day (``data.side.user_item_edges``) minus every
+held-out (validation or test) event, stored with the model (sparse edge list; never a dense user x item matrix). Loss: BPR with
 one uniform negative per training edge and L2 on the batch's layer-0 embeddings (the paper's), or
 any of the shared next-item losses. A user's vector is their row: LightGCN has no vector for a
 user absent from the training graph.
@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from models.base import ModelParams, SequenceModel, next_item_loss
 from models.data import SequenceData, held_out_pairs, prefix_windows, windows
+from models.errors import DataError
 
 
 class SRGNNParams(ModelParams):
@@ -71,6 +72,7 @@ class SRGNN(SequenceModel):
     """SR-GNN: gated graph layers over each history's item graph, attention readout (see the module docstring)."""
 
     name: ClassVar[str] = "srgnn"
+    family: ClassVar[str] = "GNN"
     Params: ClassVar[type[ModelParams]] = SRGNNParams
 
     def __init__(self, n_items: int, params: SRGNNParams, n_users: int = 0):
@@ -132,6 +134,7 @@ class LightGCN(SequenceModel):
     """LightGCN over the ETL's user-item graph (see the module docstring)."""
 
     name: ClassVar[str] = "lightgcn"
+    family: ClassVar[str] = "GNN"
     Params: ClassVar[type[ModelParams]] = LightGCNParams
 
     def __init__(self, n_items: int, params: LightGCNParams, n_users: int = 0):
@@ -146,7 +149,7 @@ class LightGCN(SequenceModel):
         self.register_buffer("edge_weight", torch.zeros(0))
 
     def prepare(self, data: SequenceData) -> None:
-        """The training graph: ``graphs/user_item`` as of the day minus held-out events."""
+        """The training graph: the user-item graph as of the day minus held-out events."""
         src, dst = training_graph(data)
         from torch_geometric.utils import to_undirected
         from torch_geometric.nn.conv.gcn_conv import gcn_norm
@@ -228,30 +231,16 @@ class LightGCN(SequenceModel):
 
 
 def training_graph(data: SequenceData) -> tuple[np.ndarray, np.ndarray]:
-    """(user_idx, item_idx) edges of ``graphs/user_item`` as of ``data.day`` that remain after
+    """(user_idx, item_idx) edges of the user-item graph as of ``data.day`` (``data.side``: the
+    ETL's ``graphs/user_item`` table when the data was loaded from a warehouse) that remain after
     removing each held-out event (a pair the user also has among training events stays)."""
-    import duckdb
-
-    from pipelines.sqlfiles import duckdb_sql
-    from pipelines.warehouse import Warehouse
-    from models.data import DataError, create_views
-
-    if data.warehouse is None:
-        raise DataError("the user-item graph comes from the warehouse's graphs/user_item table; "
-                        "this data was not loaded from a warehouse")
-    wh = Warehouse(data.warehouse)
-    if not [d for d in wh.partition_dates("graphs/user_item") if d <= data.day]:
-        raise DataError(f"no graphs/user_item partitions up to {data.day} in {wh.root}: run `seqrep etl` first")
-    con = duckdb.connect()
-    try:
-        create_views(con, wh, {"user_item": "graphs/user_item"})
-        edges = con.sql(f"SELECT user_idx, item_idx, count FROM ({duckdb_sql('user_item_asof')})",
-                        params={"asof": data.day}).fetchnumpy()
-    finally:
-        con.close()
+    if data.side is None:
+        raise DataError("lightgcn trains on the user-item graph (the warehouse's graphs/user_item); this data has "
+                        "none: load it with pipelines.modeling.data.load, or give SequenceData a side")
+    users_e, items_e, count = data.side.user_item_edges()
     n = data.n_items + 1
-    key = edges["user_idx"].astype(np.int64) * n + edges["item_idx"].astype(np.int64)
-    count = edges["count"].astype(np.int64)
+    key = users_e.astype(np.int64) * n + items_e.astype(np.int64)
+    count = count.astype(np.int64)
     held = held_out_pairs(data)
     held_key, held_count = np.unique(held[:, 0] * n + held[:, 1], return_counts=True)
     order = np.argsort(key)

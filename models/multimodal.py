@@ -22,9 +22,9 @@ Zhang et al., "Feature-level Deeper Self-Attention Network for Sequential Recomm
 IJCAI 2019, which concatenates and projects, our ``concat`` option). SASRec: Kang and McAuley,
 ICDM 2018 (``models/transformer.py``).
 
-The text features are computed in ``prepare(data)`` from the warehouse (``vocab/items`` as of
-the day joined to ``items/source=*``) and kept as buffers, so a saved model carries them and
-scores without the warehouse.
+The text features are computed in ``prepare(data)`` from the items' documents (``data.side``:
+the warehouse's ``vocab/items`` as of the day joined to ``items/source=*``) and kept as buffers,
+so a saved model carries them and scores without the warehouse.
 
 A caution on Last.fm: its item metadata (tags) is built by the ingest from all tag events,
 including the events held out for evaluation, so the tags of a rarely tagged artist partly name the
@@ -41,7 +41,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from models.base import ModelParams
-from models.data import DataError, SequenceData
+from models.data import SequenceData
 from models.text import TEXT_FIELDS, TextField, item_text_features
 from models.transformer import SASRec, TransformerParams
 
@@ -123,6 +123,7 @@ class TextSASRec(SASRec):
     """SASRec over fused ID + text item vectors (see the module docstring)."""
 
     name: ClassVar[str] = "sasrec_text"
+    family: ClassVar[str] = "multimodal"
     Params: ClassVar[type[ModelParams]] = TextSASRecParams
 
     def __init__(self, n_items: int, params: TextSASRecParams, n_users: int = 0):
@@ -135,12 +136,9 @@ class TextSASRec(SASRec):
             self.item_emb.weight[0].zero_()
 
     def prepare(self, data: SequenceData) -> None:
-        """Text features of the warehouse's items as of ``data.day`` (``models.text``)."""
-        if data.warehouse is None:
-            raise DataError("sasrec_text reads item text from the warehouse (vocab/items and items/source=*); "
-                            "this data was not loaded from a warehouse")
+        """Text features of the items as of ``data.day`` (``models.text``, documents from ``data.side``)."""
         p: TextSASRecParams = self.params  # type: ignore[assignment]
-        features, has_text = item_text_features(data.warehouse, data.day, self.n_items, p.text_dim,
+        features, has_text = item_text_features(data.side, self.n_items, p.text_dim,
                                                 fields=p.text_fields, min_df=p.text_min_df, random_state=p.text_seed)
         self.item_emb.set_text(features, has_text)
 

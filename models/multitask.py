@@ -27,7 +27,7 @@ input and data, trained only on buy targets; windows without any target of a tas
 
 **Representation.** Training examples and evaluation histories pack item and behavior in one
 integer, ``x + (N + 1) * code`` (``code`` = 1 + the behavior's index in
-``pipelines.config.EVENT_TYPES``, 0 = padding / unknown), so the shared trainer shuffles and
+``BEHAVIORS``, 0 = padding / unknown), so the shared trainer shuffles and
 batches them like item windows; ``histories`` (the evaluator's hook) returns packed histories. A
 history of plain item indexes is read with behavior unknown (a zero behavior embedding). The
 published user vector (``encode``) is the head of ``active_task`` when set, else the mixture
@@ -69,10 +69,13 @@ from models.base import ModelParams, next_item_loss
 from models.data import (DataError, SequenceData, Split, history_windows, ragged_positions, ragged_rows,
                          training_windows, windows)
 from models.transformer import SASRec, TransformerParams
-from pipelines.config import EVENT_TYPES
 
-#: Behavior codes: 0 is padding / unknown, ``EVENT_TYPES[c - 1]`` is code ``c``.
-BEHAVIOR_CODES: dict[str, int] = {name: i + 1 for i, name in enumerate(EVENT_TYPES)}
+#: The behaviors a model has a code for, in code order: the pipeline's canonical event types
+#: (``pipelines.core.config.EVENT_TYPES``; a test checks they agree). Part of a trained model's
+#: contract: its behavior embedding's row ``c`` is ``BEHAVIORS[c - 1]``.
+BEHAVIORS: tuple[str, ...] = ("view", "click", "cart", "fav", "buy", "rate", "play", "tag")
+#: Behavior codes: 0 is padding / unknown, ``BEHAVIORS[c - 1]`` is code ``c``.
+BEHAVIOR_CODES: dict[str, int] = {name: i + 1 for i, name in enumerate(BEHAVIORS)}
 #: Taobao's and the literature's names for the canonical behaviors.
 ALIASES: dict[str, str] = {"pv": "view"}
 
@@ -81,42 +84,29 @@ def behavior_code(name: str) -> int:
     """The code of a behavior name (``pv`` is ``view``)."""
     name = ALIASES.get(name, name)
     if name not in BEHAVIOR_CODES:
-        raise ValueError(f"unknown behavior {name!r}; known: {', '.join(EVENT_TYPES)} (and pv = view)")
+        raise ValueError(f"unknown behavior {name!r}; known: {', '.join(BEHAVIORS)} (and pv = view)")
     return BEHAVIOR_CODES[name]
 
 
 # -- data: behaviors aligned with the items ------------------------------------------------------
 
 def load_behaviors(data: SequenceData) -> np.ndarray:
-    """Behavior codes aligned with ``data.items``, read from the warehouse's sequences as of ``data.day``."""
-    import duckdb
+    """Behavior codes aligned with ``data.items``, from the event types of ``data.side`` (the
+    warehouse's sequences as of ``data.day`` when the data was loaded from one)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from pipelines.sqlfiles import duckdb_sql
-    from pipelines.warehouse import Warehouse
-    from models.data import create_views
-
-    if data.warehouse is None:
-        raise DataError("these sequences have no warehouse to read event types from; set data.event_codes "
+    if data.side is None:
+        raise DataError("these sequences have no warehouse side to read event types from; set data.event_codes "
                         "(codes aligned with data.items, see models.multitask.BEHAVIOR_CODES)")
-    con = duckdb.connect()
-    try:
-        create_views(con, Warehouse(data.warehouse), {"sequences": "sequences"})
-        tbl = con.sql(f"SELECT user_idx, event_type FROM ({duckdb_sql('sequences_asof')}) ORDER BY user_idx",
-                      params={"asof": data.day}).to_arrow_table()
-    finally:
-        con.close()
-    lists = tbl.column("event_type").combine_chunks()
-    if not np.array_equal(tbl.column("user_idx").to_numpy(), data.users) or not np.array_equal(
-            pc.list_value_length(lists).to_numpy(zero_copy_only=False), data.lengths):
-        raise DataError(f"sequences.event_type in {data.warehouse} as of {data.day} is not aligned with the loaded "
-                        "items (the warehouse changed since it was loaded?)")
-    names = lists.flatten()
-    idx = pc.index_in(names, value_set=pa.array(EVENT_TYPES))
+    users, lengths, names = data.side.event_types()
+    if not np.array_equal(users, data.users) or not np.array_equal(lengths, data.lengths):
+        raise DataError(f"the event types as of {data.day} are not aligned with the loaded items "
+                        "(the warehouse changed since it was loaded?)")
+    idx = pc.index_in(names, value_set=pa.array(BEHAVIORS))
     if idx.null_count:
         bad = pc.unique(pc.filter(names, pc.is_null(idx))).to_pylist()
-        raise DataError(f"sequences.event_type has behaviors outside pipelines.config.EVENT_TYPES: {bad}")
+        raise DataError(f"sequences.event_type has behaviors outside models.multitask.BEHAVIORS: {bad}")
     return idx.to_numpy().astype(np.int64) + 1
 
 
@@ -203,6 +193,7 @@ class MMoE(SASRec):
     """SASRec encoder with behavior input and MMoE heads per behavior (see the module docstring)."""
 
     name: ClassVar[str] = "mmoe"
+    family: ClassVar[str] = "multi-task"
     Params: ClassVar[type[ModelParams]] = MMoEParams
     uses_event_codes: ClassVar[bool] = True
 
@@ -210,7 +201,7 @@ class MMoE(SASRec):
         super().__init__(n_items, params, n_users)
         d, T, K = params.dim, len(params.tasks), params.num_experts
         e = params.expert_dim or d
-        self.behavior_emb = nn.Embedding(len(EVENT_TYPES) + 1, d, padding_idx=0)
+        self.behavior_emb = nn.Embedding(len(BEHAVIORS) + 1, d, padding_idx=0)
         nn.init.normal_(self.behavior_emb.weight, std=0.02)
         with torch.no_grad():
             self.behavior_emb.weight[0].zero_()
@@ -239,7 +230,7 @@ class MMoE(SASRec):
         """Behavior codes of ``data`` and the mixture weights ``pi_t`` ∝ ``w_t`` x training targets of ``t``."""
         codes = behavior_codes(data)
         starts, ends = data.offsets[:-1] + 1, data.offsets[:-1] + data.train_len  # every trained target
-        counts = np.bincount(codes[ragged_positions(starts, ends)], minlength=len(EVENT_TYPES) + 1)
+        counts = np.bincount(codes[ragged_positions(starts, ends)], minlength=len(BEHAVIORS) + 1)
         n = torch.as_tensor(counts, dtype=torch.float32, device=self.task_weight.device)[self.task_codes]
         prior = self.task_weight * n
         if prior.sum() <= 0:

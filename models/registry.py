@@ -1,5 +1,10 @@
 """Methods by name, and their configuration: class defaults < ``models/configs/<name>.yaml`` <
-the run's config file (``methods: {name: {...}}``) < ``--set section.key=value``."""
+the run's config file (``methods: {name: {...}}``) < ``--set section.key=value``.
+
+A new method is one module (a ``SequenceModel`` subclass with ``name``, ``family`` and ``Params``)
+plus one line in ``METHODS`` below, or ``register(cls)`` from code outside the package (a test,
+a plugin): ``seqrep train`` and the nightly steps find it by name either way.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from models.adversarial import SASRecGAN
 from models.base import ModelParams, SequenceModel
 from models.baselines import Markov, MostPopular
+from models.errors import MethodError
 from models.gnn import SRGNN, LightGCN
 from models.multimodal import TextSASRec
 from models.multitask import MMoE
@@ -25,10 +31,33 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 METHODS: dict[str, type[SequenceModel]] = {
     m.name: m for m in (MostPopular, Markov, GRU4Rec, LSTM, SASRec, BERT4Rec, SRGNN, LightGCN, TextSASRec, SASRecGAN,
                         MMoE)}
+#: Family of each method, for listings (``seqrep methods``): ``cls.family``.
+FAMILIES: dict[str, str] = {name: cls.family for name, cls in METHODS.items()}
+#: Default-config files of methods registered from outside the package (``register``).
+_CONFIG_FILES: dict[str, Path | None] = {}
 
-FAMILIES: dict[str, str] = {"pop": "baseline", "markov": "baseline", "gru4rec": "RNN", "lstm": "RNN",
-                            "sasrec": "Transformer", "bert4rec": "Transformer", "srgnn": "GNN", "lightgcn": "GNN",
-                            "sasrec_text": "multimodal", "sasrec_gan": "GAN", "mmoe": "multi-task"}
+
+def register(cls: type[SequenceModel], config: str | Path | None = None) -> type[SequenceModel]:
+    """Add a method (usable as a class decorator); ``config`` is its defaults YAML (none: the
+    ``Params`` defaults). A name already registered is an error."""
+    if not isinstance(getattr(cls, "name", None), str) or not issubclass(cls, SequenceModel):
+        raise MethodError(f"{cls!r} is not a SequenceModel subclass with a name")
+    if cls.name in METHODS and METHODS[cls.name] is not cls:
+        raise MethodError(f"method {cls.name!r} is already registered ({METHODS[cls.name].__module__})")
+    METHODS[cls.name] = cls
+    FAMILIES[cls.name] = cls.family
+    _CONFIG_FILES[cls.name] = Path(config) if config is not None else None
+    return cls
+
+
+def config_file(name: str) -> Path | None:
+    """The defaults YAML of a method (None: its ``Params`` defaults only)."""
+    if name in _CONFIG_FILES:
+        return _CONFIG_FILES[name]
+    path = CONFIG_DIR / f"{name}.yaml"
+    return path if path.is_file() else None
+
+
 
 
 class TrainParams(BaseModel):
@@ -78,10 +107,6 @@ class MethodConfig(BaseModel):
         return f"{day}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
 
 
-class MethodError(ValueError):
-    """Unknown method or invalid method configuration (the message says which key)."""
-
-
 def get_method(name: str) -> type[SequenceModel]:
     if name not in METHODS:
         raise MethodError(f"unknown method {name!r}; `seqrep methods` lists them: {', '.join(METHODS)}")
@@ -98,7 +123,8 @@ def _set(tree: dict[str, Any], dotted: str, raw: str) -> None:
 def method_config(name: str, overrides: dict[str, dict[str, Any]] | None = None, sets: list[str] = ()) -> MethodConfig:
     """The resolved configuration of a method (see the module docstring)."""
     cls = get_method(name)
-    tree: dict[str, Any] = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text()) or {}
+    path = config_file(name)
+    tree: dict[str, Any] = (yaml.safe_load(path.read_text()) or {}) if path is not None else {}
     tree = {"model": dict(tree.get("model") or {}), "train": dict(tree.get("train") or {})}
     for section, values in (overrides or {}).items():
         if section not in ("model", "train"):
@@ -117,3 +143,15 @@ def method_config(name: str, overrides: dict[str, dict[str, Any]] | None = None,
             where = ".".join(map(str, (section, *first["loc"])))
             raise MethodError(f"method {name}: {where}: {first['msg']} (got {first.get('input')!r})") from None
     return MethodConfig(method=name, model=tree["model"], train=TrainParams.model_validate(tree["train"]))
+
+
+def build(mc: MethodConfig, n_items: int, n_users: int = 0) -> SequenceModel:
+    """A new model of the method; its initial weights depend only on ``train.seed``.
+
+    ``n_users`` is the user vocabulary's size (the largest ``user_idx`` + 1), for methods with a
+    row per user."""
+    import torch
+
+    cls = get_method(mc.method)
+    torch.manual_seed(mc.train.seed)
+    return cls(n_items, mc.params(), n_users)

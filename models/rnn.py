@@ -31,6 +31,7 @@ class GRU4Rec(SequenceModel):
     """GRU4Rec: a GRU over the item sequence (see the module docstring)."""
 
     name: ClassVar[str] = "gru4rec"
+    family: ClassVar[str] = "RNN"
     Params: ClassVar[type[ModelParams]] = RNNParams
     cell: ClassVar[type[nn.RNNBase]] = nn.GRU
 

@@ -5,7 +5,8 @@ skipped): ``title``, ``category``, ``tags`` (the list, space-separated) and ``te
 (``TEXT_FIELDS``; a run can keep fewer, e.g. only titles). MovieLens' ``text`` repeats its title
 and genres, so those words count twice; ``sublinear_tf`` keeps the repeat from dominating.
 
-Features, for the documents ``D`` of every item in the vocabulary as of a day:
+The documents come from the data's ``side`` (``pipelines.modeling.data.item_documents`` reads the
+warehouse). Features, for the documents ``D`` of every item in the vocabulary as of a day:
 
     X = TfidfVectorizer(sublinear_tf, min_df)(D)          [N, V], rows L2-normalised
     T = TruncatedSVD(k, random_state)(X)                  [N, k]  (X ~ U S V^T, T = U S)
@@ -28,59 +29,17 @@ a model hub at run time; TF-IDF + SVD needs only scikit-learn and runs offline i
 
 from __future__ import annotations
 
-from datetime import date
-from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
 
-from models.data import DataError, create_views
+from models.data import SideData
+from models.errors import DataError
 
 TextField = Literal["title", "category", "tags", "text"]
 TEXT_FIELDS: tuple[TextField, ...] = ("title", "category", "tags", "text")
 
-_FIELD_SQL = {"title": "i.title", "category": "i.category", "tags": "array_to_string(i.tags, ' ')", "text": "i.text"}
 
-
-def item_documents(warehouse: Path, day: date, n_items: int, fields: Sequence[TextField] = TEXT_FIELDS) -> list[str]:
-    """Documents of items ``0..n_items`` (``[0]`` and items without metadata are ``""``).
-
-    The vocabulary ``vocab/items`` as of ``day`` is joined on (domain, item_id) to the metadata
-    of every source, ``items/source=*``; an item described by several sources gets their
-    documents joined in source order.
-    """
-    import duckdb
-
-    from pipelines.warehouse import Warehouse
-
-    unknown = [f for f in fields if f not in _FIELD_SQL]
-    if unknown or not fields:
-        raise ValueError(f"text fields must be a non-empty subset of {TEXT_FIELDS}, got {list(fields)}")
-    wh = Warehouse(warehouse)
-    if not [d for d in wh.partition_dates("vocab/items") if d <= day]:
-        raise DataError(f"no vocab/items partitions up to {day} in {wh.root}: run `seqrep etl` first")
-    sources = sorted(p for p in wh.table("items").glob("source=*") if any(p.glob("*.parquet")))
-    if not sources:
-        raise DataError(f"no item metadata in {wh.table('items')} (items/source=S): the source's adapter wrote none, "
-                        "so there is no text to encode")
-    doc = f"concat_ws(' ', {', '.join(_FIELD_SQL[f] for f in fields)})"
-    con = duckdb.connect()
-    try:
-        create_views(con, wh, {"vocab_items": "vocab/items"})
-        glob = str(wh.table("items") / "source=*" / "*.parquet").replace("'", "''")
-        con.execute(f"CREATE VIEW items AS SELECT * FROM read_parquet('{glob}', hive_partitioning = true, "
-                    "union_by_name = true)")
-        rows = con.execute(f"""
-            SELECT v.item_idx, string_agg({doc}, ' ' ORDER BY i.source) AS doc
-            FROM (SELECT DISTINCT item_idx, domain, item_id FROM vocab_items WHERE dt <= ?) v
-            JOIN items i ON i.domain = v.domain AND i.item_id = v.item_id
-            WHERE v.item_idx BETWEEN 1 AND ?
-            GROUP BY v.item_idx""", [day, n_items]).fetchnumpy()
-    finally:
-        con.close()
-    docs = np.full(n_items + 1, "", dtype=object)
-    docs[rows["item_idx"].astype(np.int64)] = rows["doc"]
-    return [d if isinstance(d, str) else "" for d in docs.tolist()]
 
 
 def tfidf_svd(docs: Sequence[str], dim: int, *, min_df: int = 2, max_features: int | None = 50_000,
@@ -115,11 +74,15 @@ def tfidf_svd(docs: Sequence[str], dim: int, *, min_df: int = 2, max_features: i
     return out, has_text & (norm[:, 0] > 0)
 
 
-def item_text_features(warehouse: Path, day: date, n_items: int, dim: int, *,
+def item_text_features(side: SideData | None, n_items: int, dim: int, *,
                        fields: Sequence[TextField] = TEXT_FIELDS, min_df: int = 2,
                        random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Text features ``[n_items + 1, dim]`` (row = item index, row 0 zeros) and ``has_text``
-    ``[n_items + 1]`` of the warehouse's items as of ``day``."""
-    docs = item_documents(warehouse, day, n_items, fields)
+    ``[n_items + 1]`` of the items' documents as ``side`` gives them (the warehouse's items as of
+    the data's day, ``SideData.item_documents``)."""
+    if side is None:
+        raise DataError("item texts come from the warehouse (vocab/items and items/source=*); this data has no "
+                        "warehouse side: load it with pipelines.modeling.data.load")
+    docs = side.item_documents(n_items, fields)
     docs[0] = ""  # padding never has text
     return tfidf_svd(docs, dim, min_df=min_df, random_state=random_state)

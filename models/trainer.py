@@ -2,10 +2,15 @@
 
 The model's training examples (``model.training_examples``: by default windows of each user's
 training events) are shuffled each epoch by a generator seeded with (seed, epoch), batched, and fed
-to ``model.loss``; Adam updates the weights. After each epoch the validation split is ranked in full; the best validation NDCG@10
-keeps its weights, and ``patience`` epochs without a better one stop training. CUDA runs under
-bfloat16 autocast; CPU runs in float32 with deterministic algorithms, so a seed gives the same
-model twice. A ``.partial`` folder holds the state after every epoch for ``resume``.
+to ``model.loss``; Adam updates the weights. After each epoch the validation split is ranked in
+full; the best validation NDCG@10 keeps its weights, and ``patience`` epochs without a better one
+stop training. CUDA runs under bfloat16 autocast; CPU runs in float32 with deterministic
+algorithms, so a seed gives the same model twice.
+
+The :class:`Trainer` writes into the folder it is given (it never asks where that is): the state
+after every epoch (for ``resume``), then the finished model (``models.checkpoint``). Where the
+folder lives, and how it becomes a published version, is the caller's business
+(``pipelines/modeling/train.py`` trains into ``<version>.partial`` and swaps it in whole).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import resource
 import shutil
 import sys
 import time
@@ -26,8 +32,11 @@ import torch
 from models.base import SequenceModel
 from models.checkpoint import load_state, save_model, save_state, write_json
 from models.data import SequenceData
+from models.errors import DataError
 from models.evaluate import evaluate
 from models.registry import MethodConfig, TrainParams
+
+Echo = Callable[[str], None]
 
 
 @dataclass
@@ -53,120 +62,173 @@ def setup_torch(tp: TrainParams, device: torch.device) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def train(model: SequenceModel, data: SequenceData, mc: MethodConfig, folder: Path, *, resume: bool = False,
-          echo: Callable[[str], None] = print, progress: bool | None = None,
-          meta: dict[str, Any] | None = None) -> TrainResult:
-    """Train ``model`` on ``data`` into ``folder`` (see the module docstring); returns the summary.
+@dataclass
+class _Progress:
+    """Where training stands: what an epoch's state file holds, and what ``resume`` restores."""
 
-    ``folder`` is the published version folder: training writes ``<folder>.partial`` and swaps it
-    in when done. ``progress`` shows a tqdm bar (default: when stderr is a terminal). ``meta`` is
-    added to the version's config.json (e.g. where a warm start came from).
-    """
-    from pipelines.warehouse import Warehouse
-
-    tp = mc.train
-    device = pick_device(tp)
-    setup_torch(tp, device)
-    partial = folder.with_name(folder.name + ".partial")
-    if partial.exists() and not resume:
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
-    model.to(device)
-    t0 = time.perf_counter()
-    log: list[dict[str, Any]] = []
-    model.prepare(data)
-    if not getattr(model, "learned", True):
-        best_state, best_epoch, best, epoch = model.state_dict(), 0, float("nan"), 0
-    else:
-        best_state, best_epoch, best, epoch, log = _fit(model, data, tp, partial, resume, device, echo, progress)
-    model.load_state_dict(best_state)
-    save_model(model, partial)
-    seconds = time.perf_counter() - t0
-    import resource
-
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    if device.type == "cuda":
-        peak_gpu_mb = torch.cuda.max_memory_allocated(device) / 2**20
-    write_json(partial / "config.json", {
-        "method": mc.method, "version": folder.name, "day": data.day, "protocol": data.protocol,
-        "n_items": data.n_items, "n_users": len(data.users), "user_vocab": model.n_users, "model": mc.params().model_dump(),
-        "train": tp.model_dump(), "device": str(device), "epochs": epoch, "best_epoch": best_epoch,
-        "best_valid_ndcg@10": best, "train_seconds": round(seconds, 2), "torch": torch.__version__,
-        "peak_rss_mb": round(peak_mb, 1), **({"peak_gpu_mb": round(peak_gpu_mb, 1)} if device.type == "cuda" else {}),
-        **(meta or {}),
-    })
-    (partial / "epochs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
-    for name in ("state.safetensors", "state.json"):
-        (partial / name).unlink(missing_ok=True)
-    Warehouse(folder.parents[2]).swap_in(partial, folder)  # folder = <warehouse>/models/<method>/<version>
-    return TrainResult(folder, epoch, best_epoch, best, seconds, log)
+    epoch: int = 0
+    best: float = -1.0
+    best_epoch: int = 0
+    stale: int = 0
+    log: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _fit(model, data, tp, partial, resume, device, echo, progress):
-    from tqdm.auto import tqdm
+class Trainer:
+    """Fits ``model`` on ``data`` with the training parameters of ``mc`` into ``folder`` (module docstring).
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
-    matrix = model.training_examples(data)
-    if len(matrix) == 0:
-        raise ValueError(f"no training examples as of {data.day}: every user has fewer than 2 training events")
-    if device.type == "cuda":
-        matrix = matrix.to(device)
-    targets_per_epoch = model.count_targets(matrix)
-    epoch, best, best_epoch, stale, log = 0, -1.0, 0, 0, []
-    best_state = copy.deepcopy(model.state_dict())
-    meta = load_state(partial, model, optimizer) if resume else None
-    if meta:
-        epoch, best, best_epoch, stale, log = meta["epoch"], meta["best"], meta["best_epoch"], meta["stale"], meta["log"]
-        if (partial / "best.safetensors").is_file():
-            from safetensors.torch import load_file
+    ``progress`` shows a tqdm bar (default: when stderr is a terminal)."""
 
-            best_state = load_file(str(partial / "best.safetensors"), device=str(device))
-        echo(f"resumed {partial} after epoch {epoch} (best valid NDCG@10 {best:.4f} at epoch {best_epoch})")
-    amp = device.type == "cuda" and tp.amp
-    show = sys.stderr.isatty() if progress is None else progress
-    # Wall clock of training and validation, continued across a resume.
-    started = time.perf_counter() - (log[-1]["elapsed_s"] if log else 0.0)
-    while epoch < tp.epochs and stale < tp.patience:
-        if tp.time_budget_s and epoch > 0 and time.perf_counter() - started >= tp.time_budget_s:
-            echo(f"time budget of {tp.time_budget_s:.0f}s spent after epoch {epoch}")
-            break
-        epoch += 1
+    def __init__(self, model: SequenceModel, data: SequenceData, mc: MethodConfig, folder: Path, *,
+                 echo: Echo = print, progress: bool | None = None):
+        self.model, self.data, self.mc, self.folder = model, data, mc, Path(folder)
+        self.tp = mc.train
+        self.echo = echo
+        self.show = sys.stderr.isatty() if progress is None else progress
+        self.device = pick_device(self.tp)
+        self.state = _Progress()
+        self.best_state: dict[str, torch.Tensor] = {}
+
+    # -- the whole run ------------------------------------------------------------------------------
+    def run(self, *, resume: bool = False, meta: dict[str, Any] | None = None) -> TrainResult:
+        """Prepare, fit (or continue a fit with ``resume``), keep the best epoch, write the model.
+        ``meta`` is added to its config.json (e.g. the version name, where a warm start came from)."""
+        setup_torch(self.tp, self.device)
+        if self.folder.exists() and not resume:
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.model.to(self.device)
+        t0 = time.perf_counter()
+        self.model.prepare(self.data)
+        if self.model.learned:
+            self.fit(resume=resume)
+        else:
+            self.best_state = self.model.state_dict()
+        self.model.load_state_dict(self.best_state)
+        seconds = time.perf_counter() - t0
+        self.write(seconds, meta)
+        return TrainResult(self.folder, self.state.epoch, self.state.best_epoch, self.state.best if self.model.learned
+                           else float("nan"), seconds, self.state.log)
+
+    def fit(self, *, resume: bool = False) -> None:
+        """Epochs until ``train.epochs``, early stopping or the time budget; the best weights end in
+        ``best_state``."""
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.tp.lr, weight_decay=self.tp.weight_decay)
+        examples = self.examples()
+        n_targets = self.model.count_targets(examples)
+        self.best_state = copy.deepcopy(self.model.state_dict())
+        if resume:
+            self.restore()
+        # Wall clock of training and validation, continued across a resume.
+        started = time.perf_counter() - (self.state.log[-1]["elapsed_s"] if self.state.log else 0.0)
+        while self.state.epoch < self.tp.epochs and self.state.stale < self.tp.patience:
+            if self.tp.time_budget_s and self.state.epoch > 0 and time.perf_counter() - started >= self.tp.time_budget_s:
+                self.echo(f"time budget of {self.tp.time_budget_s:.0f}s spent after epoch {self.state.epoch}")
+                break
+            self.state.epoch += 1
+            loss, seconds = self.train_epoch(examples)
+            row = self.validate(loss, seconds, len(examples), n_targets, started)
+            self.early_stopping(row)
+            self.save_state()
+        (self.folder / "best.safetensors").unlink(missing_ok=True)
+
+    # -- the steps ------------------------------------------------------------------------------------
+    def examples(self) -> torch.Tensor:
+        matrix = self.model.training_examples(self.data)
+        if len(matrix) == 0:
+            raise DataError(f"no training examples as of {self.data.day}: every user has fewer than 2 training events")
+        return matrix.to(self.device) if self.device.type == "cuda" else matrix
+
+    def train_epoch(self, examples: torch.Tensor) -> tuple[float, float]:
+        """One pass over the shuffled examples; (mean loss, seconds)."""
+        from tqdm.auto import tqdm
+
+        tp, model = self.tp, self.model
         model.train()
-        order = torch.as_tensor(np.random.default_rng([tp.seed, epoch]).permutation(len(matrix)), device=matrix.device)
+        order = torch.as_tensor(np.random.default_rng([tp.seed, self.state.epoch]).permutation(len(examples)),
+                                device=examples.device)
+        amp = self.device.type == "cuda" and tp.amp
         t = time.perf_counter()
         total, batches = 0.0, 0
-        bar = tqdm(range(0, len(order), tp.batch_size), desc=f"epoch {epoch}", unit="batch", leave=False,
-                   disable=not show)
+        bar = tqdm(range(0, len(order), tp.batch_size), desc=f"epoch {self.state.epoch}", unit="batch", leave=False,
+                   disable=not self.show)
         for lo in bar:
-            batch = matrix[order[lo:lo + tp.batch_size]].to(device, non_blocking=True)
+            batch = examples[order[lo:lo + tp.batch_size]].to(self.device, non_blocking=True)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                 loss = model.loss(batch)
-            optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            self.optimizer.step()
             total, batches = total + float(loss.detach()), batches + 1
-            if show and batches % 10 == 0:
-                bar.set_postfix(loss=f"{total / batches:.4f}",
-                                samples_s=f"{lo / max(time.perf_counter() - t, 1e-9):,.0f}")
-        seconds = time.perf_counter() - t
-        valid = evaluate(model, data, "valid", mask_seen=tp.mask_seen, batch_size=tp.eval_batch_size, device=device).mean()
-        ndcg = valid[("ndcg", 10)]
-        row = {"epoch": epoch, "loss": total / batches, "valid_ndcg@10": ndcg, "valid_hr@10": valid[("hr", 10)],
-               "seconds": round(seconds, 3), "windows_per_s": round(len(matrix) / seconds, 1),
-               "targets_per_s": round(targets_per_epoch / seconds, 1),
-               "elapsed_s": round(time.perf_counter() - started, 3)}
-        log.append(row)
-        if ndcg > best:
-            best, best_epoch, stale = ndcg, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-            from safetensors.torch import save_file
+            if self.show and batches % 10 == 0:
+                bar.set_postfix(loss=f"{total / batches:.4f}", samples_s=f"{lo / max(time.perf_counter() - t, 1e-9):,.0f}")
+        return total / batches, time.perf_counter() - t
 
-            save_file({k: v.detach().cpu().contiguous() for k, v in best_state.items()}, str(partial / "best.safetensors"))
+    def validate(self, loss: float, seconds: float, n_examples: int, n_targets: int, started: float) -> dict[str, Any]:
+        """Rank the validation split in full; the epoch's log row."""
+        valid = evaluate(self.model, self.data, "valid", mask_seen=self.tp.mask_seen,
+                         batch_size=self.tp.eval_batch_size, device=self.device).mean()
+        row = {"epoch": self.state.epoch, "loss": loss, "valid_ndcg@10": valid[("ndcg", 10)],
+               "valid_hr@10": valid[("hr", 10)], "seconds": round(seconds, 3),
+               "windows_per_s": round(n_examples / seconds, 1), "targets_per_s": round(n_targets / seconds, 1),
+               "elapsed_s": round(time.perf_counter() - started, 3)}
+        self.state.log.append(row)
+        return row
+
+    def early_stopping(self, row: dict[str, Any]) -> None:
+        """Keep the weights of a better validation NDCG@10; count the epochs without one."""
+        from safetensors.torch import save_file
+
+        s, ndcg = self.state, row["valid_ndcg@10"]
+        if ndcg > s.best:
+            s.best, s.best_epoch, s.stale = ndcg, s.epoch, 0
+            self.best_state = copy.deepcopy(self.model.state_dict())
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.best_state.items()},
+                      str(self.folder / "best.safetensors"))
         else:
-            stale += 1
-        echo(f"epoch {epoch:>3}  loss {row['loss']:.4f}  valid NDCG@10 {ndcg:.4f}  HR@10 {row['valid_hr@10']:.4f}"
-             f"  {seconds:.1f}s ({row['targets_per_s']:,.0f} targets/s){'  *' if stale == 0 else ''}")
-        save_state(partial, model, optimizer, {"epoch": epoch, "best": best, "best_epoch": best_epoch,
-                                               "stale": stale, "log": log})
-    (partial / "best.safetensors").unlink(missing_ok=True)
-    return best_state, best_epoch, best, epoch, log
+            s.stale += 1
+        self.echo(f"epoch {s.epoch:>3}  loss {row['loss']:.4f}  valid NDCG@10 {ndcg:.4f}  HR@10 {row['valid_hr@10']:.4f}"
+                  f"  {row['seconds']:.1f}s ({row['targets_per_s']:,.0f} targets/s){'  *' if s.stale == 0 else ''}")
+
+    # -- state for resume, and the finished model -----------------------------------------------------
+    def save_state(self) -> None:
+        s = self.state
+        save_state(self.folder, self.model, self.optimizer, {"epoch": s.epoch, "best": s.best,
+                                                             "best_epoch": s.best_epoch, "stale": s.stale, "log": s.log})
+
+    def restore(self) -> None:
+        """Continue from the last epoch's state in the folder, if there is one."""
+        meta = load_state(self.folder, self.model, self.optimizer)
+        if not meta:
+            return
+        self.state = _Progress(meta["epoch"], meta["best"], meta["best_epoch"], meta["stale"], meta["log"])
+        if (self.folder / "best.safetensors").is_file():
+            from safetensors.torch import load_file
+
+            self.best_state = load_file(str(self.folder / "best.safetensors"), device=str(self.device))
+        self.echo(f"resumed {self.folder} after epoch {self.state.epoch} "
+                  f"(best valid NDCG@10 {self.state.best:.4f} at epoch {self.state.best_epoch})")
+
+    def write(self, seconds: float, meta: dict[str, Any] | None) -> None:
+        """The finished model: weights, config.json, epochs.jsonl; the resume state removed."""
+        save_model(self.model, self.folder)
+        data, tp, device = self.data, self.tp, self.device
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+        write_json(self.folder / "config.json", {
+            "method": self.mc.method, "version": self.mc.version(data.day), "day": data.day, "protocol": data.protocol,
+            "n_items": data.n_items, "n_users": len(data.users), "user_vocab": self.model.n_users,
+            "model": self.mc.params().model_dump(), "train": tp.model_dump(), "device": str(device),
+            "epochs": self.state.epoch, "best_epoch": self.state.best_epoch,
+            "best_valid_ndcg@10": self.state.best if self.model.learned else float("nan"),
+            "train_seconds": round(seconds, 2), "torch": torch.__version__, "peak_rss_mb": round(peak_mb, 1),
+            **({"peak_gpu_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)} if device.type == "cuda" else {}),
+            **(meta or {}),
+        })
+        (self.folder / "epochs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.state.log))
+        for name in ("state.safetensors", "state.json"):
+            (self.folder / name).unlink(missing_ok=True)
+
+
+def train(model: SequenceModel, data: SequenceData, mc: MethodConfig, folder: Path, *, resume: bool = False,
+          echo: Echo = print, progress: bool | None = None, meta: dict[str, Any] | None = None) -> TrainResult:
+    """Train ``model`` on ``data`` and write the finished model into ``folder`` (``Trainer.run``)."""
+    return Trainer(model, data, mc, folder, echo=echo, progress=progress).run(resume=resume, meta=meta)

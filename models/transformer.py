@@ -42,6 +42,7 @@ class SASRec(SequenceModel):
     """SASRec: causal self-attention over the item sequence (see the module docstring)."""
 
     name: ClassVar[str] = "sasrec"
+    family: ClassVar[str] = "Transformer"
     Params: ClassVar[type[ModelParams]] = TransformerParams
     causal: ClassVar[bool] = True
 

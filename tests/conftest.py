@@ -41,8 +41,8 @@ def data_dir():
 
 @pytest.fixture(scope="session")
 def spark():
-    from pipelines.config import SparkConfig
-    from pipelines.spark import get_spark
+    from pipelines.core.config import SparkConfig
+    from pipelines.etl.spark import get_spark
 
     session = get_spark(SparkConfig(master="local[2]", shuffle_partitions=2, driver_memory="3g"))
     yield session
@@ -52,7 +52,7 @@ def spark():
 @pytest.fixture
 def cfg(tmp_path):
     """A default config whose warehouse is a fresh tmp folder."""
-    from pipelines.config import load_config
+    from pipelines.core.config import load_config
 
     return load_config(warehouse=tmp_path / "wh")
 
@@ -64,7 +64,7 @@ def ts(s: str) -> datetime:
 
 def events_df(spark, rows: list[dict]):
     """Clean-event rows (defaults filled in) as a Spark DataFrame with the canonical schema."""
-    from pipelines.schema import EVENT
+    from pipelines.core.schema import EVENT
 
     out = []
     for i, r in enumerate(rows):
@@ -100,9 +100,10 @@ def movielens_wh(spark, data_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def taobao_wh(spark, data_dir, tmp_path_factory):
     """The Taobao sample through ingest and the whole ETL (gates on), with its official window."""
-    from pipelines import etl, ingest
-    from pipelines.config import load_config
-    from pipelines.warehouse import Warehouse
+    from pipelines.etl import ingest
+    from pipelines.nightly import etl
+    from pipelines.core.config import load_config
+    from pipelines.core.warehouse import Warehouse
 
     csv = data_dir("taobao-userbehavior-sample") / "UserBehavior.sample.csv"
     cfg = load_config(ROOT / "configs" / "taobao.yaml", warehouse=tmp_path_factory.mktemp("tb") / "wh")

@@ -9,7 +9,7 @@ import torch
 from models.adversarial import SASRecGAN
 from models.evaluate import evaluate
 from models.registry import FAMILIES, METHODS, method_config
-from models.run import build
+from models.registry import build
 from models.trainer import train
 from tests.test_models import crafted
 
@@ -154,9 +154,9 @@ def test_training_is_deterministic_and_learns_the_cycle(tmp_path):
 
 @pytest.mark.realdata
 def test_sasrec_gan_on_ml100k_beats_popularity(movielens_wh):
-    from models.data import latest_day, load
-    from models.run import train_method
-    from pipelines.config import load_config
+    from pipelines.modeling.data import latest_day, load
+    from pipelines.modeling.train import train_method
+    from pipelines.core.config import load_config
 
     cfg = load_config(warehouse=movielens_wh)
     day = latest_day(movielens_wh)

@@ -9,11 +9,14 @@ import pyarrow.parquet as pq
 import pytest
 from corpus import CASES, DAY, good_rows, write
 
-from pipelines import etl, ingest
-from pipelines.gates import GateFailed, run_gate
-from pipelines.ingest import InputError
-from pipelines.spark import write_daily
-from pipelines.warehouse import Warehouse
+from pipelines.etl import ingest
+
+from pipelines.nightly import etl
+from pipelines.gates.check import GateFailed
+from pipelines.gates.registry import run_gate
+from pipelines.etl.ingest import InputError
+from pipelines.etl.spark import write_daily
+from pipelines.core.warehouse import Warehouse
 
 PREV = DAY - timedelta(days=1)
 
@@ -21,7 +24,7 @@ PREV = DAY - timedelta(days=1)
 @pytest.fixture(scope="module")
 def baseline(spark, tmp_path_factory):
     """A warehouse holding one good day before the corpus day, through the whole ETL."""
-    from pipelines.config import load_config
+    from pipelines.core.config import load_config
 
     root = tmp_path_factory.mktemp("corpus")
     cfg = load_config(warehouse=root / "wh").with_overrides(ingest={"source": "synthetic"})

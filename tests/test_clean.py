@@ -6,10 +6,10 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from pipelines import clean
-from pipelines.schema import EVENT
-from pipelines.spark import write_daily
-from pipelines.warehouse import Warehouse
+from pipelines.etl import clean
+from pipelines.core.schema import EVENT
+from pipelines.etl.spark import write_daily
+from pipelines.core.warehouse import Warehouse
 
 D = date(2024, 1, 2)
 

@@ -70,7 +70,7 @@ def slice_logs(data_dir, tmp_path_factory):
 def airflow_home(tmp_path_factory, slice_logs):
     """A throwaway SQLite Airflow (with the ``gpu`` pool), set up before anything imports airflow
     here. The DAG's method groups come from ``SEQREP_CONFIG`` at parse time: the test profile."""
-    from pipelines.demo import airflow_env
+    from pipelines.nightly.demo import airflow_env
 
     home = tmp_path_factory.mktemp("airflow")
     cfg = write_config(home / "seqrep.yaml", slice_logs)
@@ -112,8 +112,9 @@ def run_day(dag, day: date, warehouse: Path, config: Path, etl_done: bool = Fals
 
 def etl_in_process(spark, config: Path, warehouse: Path, day: date) -> None:
     """What the DAG's ETL tasks run (its gates are checked on day 1, where the DAG runs them)."""
-    from pipelines import etl, ingest
-    from pipelines.config import load_config
+    from pipelines.etl import ingest
+    from pipelines.nightly import etl
+    from pipelines.core.config import load_config
 
     cfg = load_config(config, warehouse=warehouse)
     ingest.run(spark, cfg, day=day)
@@ -185,7 +186,7 @@ def test_nightly_runs_equal_backfill_and_a_regression_blocks_publishing(airflow_
     """Three nightly runs and a backfill of the same days give the same tables; a fourth night
     trained badly is stopped by the regression gate; a backfill never reads a later day."""
     from pipelines.cli import main
-    from pipelines.query import Query
+    from pipelines.serving.query import Query
 
     config = airflow_home / "seqrep.yaml"
     nightly_wh, backfill_wh = tmp_path / "nightly", tmp_path / "backfill"

@@ -8,9 +8,11 @@ from datetime import date
 
 import pytest
 
-from pipelines.gates import GateFailed, run_gate
-from pipelines.spark import write_daily
-from pipelines.warehouse import Warehouse
+from pipelines.gates.check import GateFailed
+
+from pipelines.gates.registry import run_gate
+from pipelines.etl.spark import write_daily
+from pipelines.core.warehouse import Warehouse
 
 pytestmark = pytest.mark.realdata
 DAY = date(2017, 11, 28)

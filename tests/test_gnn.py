@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import SequenceData, Split, latest_day, load, prefix_windows
+from models.data import SequenceData, Split, prefix_windows
+
+from pipelines.modeling.data import latest_day, load
 from models.evaluate import evaluate
 from models.gnn import session_graphs, training_graph
 from models.registry import method_config
-from models.run import build
+from models.registry import build
 
 
 def _edges(edge_index: torch.Tensor, node_item: torch.Tensor) -> set[tuple[int, int]]:
@@ -98,7 +100,7 @@ def test_session_graph_matches_one_built_by_hand_from_the_source(ml, data_dir):
     import duckdb
 
     raw = np.loadtxt(data_dir("ml-100k") / "u.data", dtype=np.int64)
-    vocab = dict(duckdb.sql(f"SELECT item_id, item_idx FROM read_parquet('{ml.warehouse}/vocab/items/*/*.parquet')")
+    vocab = dict(duckdb.sql(f"SELECT item_id, item_idx FROM read_parquet('{ml.side.root}/vocab/items/*/*.parquet')")
                  .fetchall())
     # users whose first K ratings have distinct timestamps (and the K+1-th a later one): their
     # order needs no tie-breaking (ml-100k has 12 such users for K = 10)
@@ -111,7 +113,7 @@ def test_session_graph_matches_one_built_by_hand_from_the_source(ml, data_dir):
             continue
         items = [vocab[str(i)] for i in rows[:K, 1]]
         r = int(np.searchsorted(ml.users, duckdb.sql(
-            f"SELECT user_idx FROM read_parquet('{ml.warehouse}/vocab/users/*/*.parquet') WHERE user_id = '{user}'"
+            f"SELECT user_idx FROM read_parquet('{ml.side.root}/vocab/users/*/*.parquet') WHERE user_id = '{user}'"
         ).fetchall()[0][0]))
         seq = ml.items[ml.offsets[r]:ml.offsets[r] + K]
         assert seq.tolist() == items

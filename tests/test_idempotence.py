@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import date
 
-from pipelines import etl, ingest
-from pipelines.config import SyntheticConfig
-from pipelines.synthetic import write_logs
-from pipelines.warehouse import Warehouse
+from pipelines.etl import ingest
+
+from pipelines.nightly import etl
+from pipelines.core.config import SyntheticConfig
+from pipelines.etl.synthetic_logs import write_logs
+from pipelines.core.warehouse import Warehouse
 
 STAGES = ("clean", "sessionize", "sequences", "graphs")
 

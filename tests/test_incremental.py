@@ -13,7 +13,7 @@ import torch
 
 from models.checkpoint import load_grown, save_model
 from models.registry import method_config
-from models.run import build
+from models.registry import build
 
 DAY = date(2024, 1, 10)
 
@@ -43,15 +43,15 @@ def test_warm_start_keeps_old_rows_and_initializes_new_ones(tmp_path):
 
 
 def _published(cfg, ndcg: float, day: date) -> None:
-    from pipelines.warehouse import Warehouse
+    from pipelines.core.warehouse import Warehouse
 
     Warehouse(cfg.warehouse).write_manifest("publish", f"model=sasrec/dt={day}", {
         "model_version": f"{day}-00000000", "test_ndcg@10": ndcg, "asof": str(day), "full_day": str(day)})
 
 
 def _metrics(cfg, ndcg: float) -> None:
-    from models.evaluate import write_metrics
-    from pipelines.nightly import _version_folder
+    from pipelines.modeling.metrics import write_metrics
+    from pipelines.nightly.steps import _version_folder
 
     version = _version_folder(cfg, "sasrec", DAY).name
     write_metrics(cfg.warehouse, [{"method": "sasrec", "dataset": "x", "protocol": "loo", "split": "test",
@@ -63,8 +63,8 @@ def _metrics(cfg, ndcg: float) -> None:
 def test_regression_gate_at_its_threshold(cfg, new, passes):
     """Floor = (1 - 0.1) x 0.2 = 0.18: exactly the floor passes, just under it fails; the last
     published version is the latest one before the day (a later record is never read)."""
-    from pipelines.gates import GateFailed
-    from pipelines.nightly import regression_gate
+    from pipelines.gates.check import GateFailed
+    from pipelines.nightly.steps import regression_gate
 
     _published(cfg, 0.2, date(2024, 1, 8))
     _published(cfg, 0.9, date(2024, 1, 7))  # older: not the one compared with
@@ -81,14 +81,14 @@ def test_regression_gate_at_its_threshold(cfg, new, passes):
 
 
 def test_regression_gate_passes_the_first_version(cfg):
-    from pipelines.nightly import regression_gate
+    from pipelines.nightly.steps import regression_gate
 
     _metrics(cfg, 0.0)
     assert regression_gate(cfg, "sasrec", DAY)["floor"] is None
 
 
 def test_failure_callback_writes_the_process_reason(tmp_path, monkeypatch):
-    from pipelines.failures import REASON_ENV, reason_file, record_failure, write_reason
+    from pipelines.nightly.failures import REASON_ENV, reason_file, record_failure, write_reason
 
     wh = tmp_path / "wh"
     path = reason_file(str(wh), "2024-01-10", "sasrec.regression_gate")
@@ -106,7 +106,7 @@ def test_failure_callback_writes_the_process_reason(tmp_path, monkeypatch):
 
 
 def test_report_of_an_empty_day_and_of_a_failure(cfg):
-    from pipelines.report import write_report
+    from pipelines.nightly.report import write_report
 
     page = write_report(cfg, DAY)
     assert page.name == "index.html" and "Stages" in page.read_text() and "none" in page.read_text()

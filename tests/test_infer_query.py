@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.cli import main
-from pipelines.config import EmbeddingsConfig
+from pipelines.core.config import EmbeddingsConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 LAST = date(1998, 4, 22)
@@ -76,7 +76,7 @@ def test_one_row_per_active_user_and_item_with_source_ids(published, source):
 def test_rerun_replaces_and_fold_in_uses_an_older_model(published):
     """A rerun replaces the partition; a model trained on EARLY folds in users active after it."""
     wh, common = published
-    from pipelines.query import Query
+    from pipelines.serving.query import Query
 
     before = pq.read_table(wh / "embeddings/users/model=sasrec" / f"dt={LAST}")
     early = next(p.name for p in (wh / "models/sasrec").glob(f"{EARLY}-*"))
@@ -98,7 +98,7 @@ def test_rerun_replaces_and_fold_in_uses_an_older_model(published):
 
 def test_similar_items_equals_brute_force(published):
     wh, _ = published
-    from pipelines.query import Query
+    from pipelines.serving.query import Query
 
     items = pq.read_table(wh / "embeddings/items/model=sasrec" / f"dt={LAST}")
     v, ids = _vectors(items), items.column("item_id").to_pylist()
@@ -115,7 +115,7 @@ def test_similar_items_equals_brute_force(published):
 
 def test_recommend_never_returns_a_seen_item(published, source):
     wh, _ = published
-    from pipelines.query import Query
+    from pipelines.serving.query import Query
 
     src_users, src_items = source
     with Query(wh) as q:
@@ -134,7 +134,7 @@ def test_recommend_never_returns_a_seen_item(published, source):
 
 def test_sql_is_read_only_and_confined_to_the_warehouse(published, tmp_path):
     wh, _ = published
-    from pipelines.query import Query, QueryError
+    from pipelines.serving.query import Query, QueryError
 
     outside = tmp_path / "secret.csv"
     outside.write_text("a\n1\n")
@@ -202,7 +202,7 @@ def test_spark_reads_the_embedding_tables(published, spark):
 
 @pytest.mark.parametrize("n,exact_max", [(3000, 10_000), (3000, 100)])
 def test_index_search_is_inner_product_top_k(n, exact_max):
-    from pipelines.index import build_index
+    from pipelines.serving.index import build_index
 
     rng = np.random.default_rng(0)
     v = (rng.normal(size=(n, 16)) * rng.uniform(0.2, 3.0, size=(n, 1))).astype(np.float32)

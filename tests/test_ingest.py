@@ -8,10 +8,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import clean, ingest
+from pipelines.etl import clean, ingest
 from pipelines.cli import main
-from pipelines.ingest import InputError
-from pipelines.warehouse import Warehouse
+from pipelines.etl.ingest import InputError
+from pipelines.core.warehouse import Warehouse
 
 D = date(2024, 3, 1)
 MAPPING = {"user_id": "uid", "item_id": "sku", "event_type": "action", "ts": "t", "value": "price"}

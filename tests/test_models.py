@@ -11,7 +11,7 @@ import torch
 from models.data import SequenceData, Split, history_windows, ragged_positions, training_windows, windows
 from models.evaluate import evaluate
 from models.registry import METHODS, MethodError, method_config
-from models.run import build
+from models.registry import build
 from models.trainer import train
 
 

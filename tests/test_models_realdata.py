@@ -8,7 +8,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from models.data import latest_day, load
+from pipelines.modeling.data import latest_day, load
 from pipelines.cli import main
 
 pytestmark = pytest.mark.realdata

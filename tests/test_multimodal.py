@@ -18,8 +18,9 @@ import torch
 from models.data import DataError, SequenceData
 from models.multimodal import TextSASRec
 from models.registry import FAMILIES, METHODS, method_config
-from models.run import build
-from models.text import item_documents, item_text_features, tfidf_svd
+from models.registry import build
+from models.text import item_text_features, tfidf_svd
+from pipelines.modeling.data import WarehouseSide, item_documents
 
 DAY = date(2024, 1, 2)
 
@@ -65,7 +66,8 @@ def tiny_data(wh: Path | None, n_items: int = 6) -> SequenceData:
     seqs = [[1, 3, 1, 3, 1], [2, 5, 2, 5], [1, 2, 3, 5, 6, 4]]
     items = np.array([i for s in seqs for i in s], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
-    return SequenceData(DAY, "loo", n_items, np.arange(3), offsets, items, np.diff(offsets), {}, wh)
+    return SequenceData(DAY, "loo", n_items, np.arange(3), offsets, items, np.diff(offsets), {},
+                        WarehouseSide(wh, DAY) if wh else None)
 
 
 def text_model(n_items: int = 6, **model) -> TextSASRec:
@@ -87,8 +89,8 @@ def test_documents_join_vocab_and_metadata_by_item_idx_as_of_the_day(wh):
 
 
 def test_features_deterministic_zero_rows_flags_and_row_order(wh):
-    f, has = item_text_features(wh, DAY, 6, dim=8, min_df=1)
-    f2, has2 = item_text_features(wh, DAY, 6, dim=8, min_df=1)
+    f, has = item_text_features(WarehouseSide(wh, DAY), 6, dim=8, min_df=1)
+    f2, has2 = item_text_features(WarehouseSide(wh, DAY), 6, dim=8, min_df=1)
     assert f.shape == (7, 8) and f.dtype == np.float32
     assert np.array_equal(f, f2) and np.array_equal(has, has2)  # fixed random_state
     assert has.tolist() == [False, True, True, True, False, True, False]
@@ -99,7 +101,7 @@ def test_features_deterministic_zero_rows_flags_and_row_order(wh):
     cos = f @ f.T
     assert cos[1, 3] > cos[1, 2] and cos[1, 3] > cos[3, 5]
     # Fewer SVD components than asked (few terms): the extra columns are zeros, the shape holds.
-    g, _ = item_text_features(wh, DAY, 6, dim=64, min_df=1)
+    g, _ = item_text_features(WarehouseSide(wh, DAY), 6, dim=64, min_df=1)
     assert g.shape == (7, 64) and not g[:, 20:].any()
 
 
@@ -114,7 +116,7 @@ def test_registry_and_prepare_fill_the_buffers_from_the_warehouse(wh):
     assert METHODS["sasrec_text"] is TextSASRec and FAMILIES["sasrec_text"] == "multimodal"
     model = text_model()
     model.prepare(tiny_data(wh))
-    f, has = item_text_features(wh, DAY, 6, dim=4, min_df=2)
+    f, has = item_text_features(WarehouseSide(wh, DAY), 6, dim=4, min_df=2)
     assert torch.equal(model.item_emb.text, torch.as_tensor(f)) and model.item_emb.has_text.tolist() == has.tolist()
     with pytest.raises(DataError, match="warehouse"):
         text_model().prepare(tiny_data(None))
@@ -180,15 +182,15 @@ def test_saved_model_carries_its_text_features(wh, tmp_path):
 def test_ml100k_text_features_and_a_short_run_beat_popularity(movielens_wh, tmp_path):
     import duckdb
 
-    from models.data import latest_day, load
+    from pipelines.modeling.data import latest_day, load
     from models.evaluate import evaluate
     from models.trainer import train
 
     data = load(movielens_wh, latest_day(movielens_wh), "loo")
-    f, has = item_text_features(data.warehouse, data.day, data.n_items, 64)
+    f, has = item_text_features(data.side, data.n_items, 64)
     assert f.shape == (1683, 64) and int(has.sum()) == 1682 and not f[0].any()
     # Row i is the movie of item_idx i: its document starts with that movie's title.
-    docs = item_documents(data.warehouse, data.day, data.n_items)
+    docs = item_documents(movielens_wh, data.day, data.n_items)
     titles = dict(duckdb.sql(
         f"SELECT v.item_idx, i.title FROM read_parquet('{movielens_wh}/vocab/items/*/*.parquet') v "
         f"JOIN read_parquet('{movielens_wh}/items/*/*.parquet') i USING (domain, item_id)").fetchall())

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from models.base import next_item_loss
-from models.data import SequenceData, Split, history_windows, load, latest_day, ragged_positions, training_windows
+from models.data import SequenceData, Split, history_windows, ragged_positions, training_windows
+from pipelines.modeling.data import latest_day, load
 from models.evaluate import evaluate
 from models.multitask import (BEHAVIOR_CODES, MMoE, behavior_code, behavior_codes, evaluate_tasks, load_behaviors,
                               pack, task_splits)
 from models.registry import FAMILIES, METHODS, MethodError, method_config
-from models.run import build
+from models.registry import build
 from models.trainer import train
 
 VIEW, CART, FAV, BUY = (BEHAVIOR_CODES[b] for b in ("view", "cart", "fav", "buy"))

@@ -8,9 +8,12 @@ from datetime import date
 import pytest
 from conftest import all_raw_days
 
-from pipelines import etl, ingest
-from pipelines.config import load_config
-from pipelines.warehouse import PROJECT_ROOT, Warehouse
+from pipelines.etl import ingest
+
+from pipelines.nightly import etl
+from pipelines.core.config import load_config
+from pipelines.core.resources import PACKAGE_DIR as PROJECT_ROOT
+from pipelines.core.warehouse import Warehouse
 
 pytestmark = pytest.mark.realdata
 CONFIGS = PROJECT_ROOT / "configs"

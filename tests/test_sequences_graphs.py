@@ -7,9 +7,9 @@ from datetime import date
 import pytest
 from conftest import events_df
 
-from pipelines import graphs, sequences, sessionize
-from pipelines.spark import write_daily
-from pipelines.warehouse import Warehouse, WarehouseError
+from pipelines.etl import graphs, sequences, sessionize
+from pipelines.etl.spark import write_daily
+from pipelines.core.warehouse import Warehouse, WarehouseError
 
 D1, D2, D3 = date(2024, 1, 1), date(2024, 1, 2), date(2024, 1, 3)
 
@@ -60,7 +60,7 @@ def test_a_day_holds_its_active_users_full_histories(spark, cfg):
 def test_sequences_as_of_a_day_with_duckdb(spark, cfg):
     import duckdb
 
-    from pipelines.sqlfiles import duckdb_sql
+    from pipelines.core.sqlfiles import duckdb_sql
 
     wh = _etl(spark, cfg, EVENTS, [D1, D2, D3])
     con = duckdb.connect()

@@ -6,9 +6,9 @@ from datetime import date
 
 from conftest import events_df
 
-from pipelines import sessionize
-from pipelines.spark import read_partitions, write_daily
-from pipelines.warehouse import Warehouse
+from pipelines.etl import sessionize
+from pipelines.etl.spark import read_partitions, write_daily
+from pipelines.core.warehouse import Warehouse
 
 
 def _sessions(spark, cfg, rows, **sess):

@@ -7,9 +7,9 @@ from datetime import date
 import pytest
 from conftest import events_df
 
-from pipelines.config import ConfigError, load_config
-from pipelines.spark import write_daily
-from pipelines.warehouse import Warehouse, WarehouseError, _exchange
+from pipelines.core.config import ConfigError, load_config
+from pipelines.etl.spark import write_daily
+from pipelines.core.warehouse import Warehouse, WarehouseError, _exchange
 
 D = date(2024, 1, 1)
 

@@ -1,0 +1,149 @@
+"""Data commands: ``ingest``, ``etl``, ``validate``, ``generate``, ``summary``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from pipelines.commands.common import config, days, parse_date
+from pipelines.core.errors import UsageError
+from pipelines.core.warehouse import Warehouse, daterange
+
+STAGES_DEFAULT = "clean,sessionize,sequences,graphs"
+
+
+def register(sub, common: argparse.ArgumentParser) -> None:
+    from pipelines.etl.adapters import ADAPTERS
+
+    s = sub.add_parser("ingest", parents=[common], help="read a source's files into raw/events/source=S/dt=D")
+    s.add_argument("--source", choices=sorted(ADAPTERS), help="adapter (default: ingest.source of the config)")
+    s.add_argument("--input", help="file or folder; {date} is replaced by --date (default: ingest.input)")
+    s.add_argument("--domain", help="domain of the events (default: the adapter's)")
+    s.add_argument("--name", help="partition label under raw/events/source= (default: the adapter name)")
+    s.add_argument("--date", type=parse_date, help="the input is one day's log: all rows go to that day's partition")
+    s.set_defaults(func=ingest)
+
+    s = sub.add_parser("etl", parents=[common], help="clean, sessionize, sequences and graphs for a day or a range")
+    _days(s, allow_all=True)
+    s.add_argument("--stages", default=STAGES_DEFAULT, help="comma-separated subset, in order (default: all)")
+    s.add_argument("--no-gates", action="store_true", help="skip the quality gates (the DAG runs them as tasks)")
+    s.set_defaults(func=etl)
+
+    s = sub.add_parser("validate", parents=[common], help="run a quality gate by hand and print its summary")
+    s.add_argument("--stage", required=True,
+                   help="raw, clean, sessions (or sessionize), sequences, graphs (several: sessions,sequences,graphs); "
+                        "regression or embeddings (with --method)")
+    s.add_argument("--method", help="the method of a regression or embeddings gate")
+    _days(s, allow_all=False)
+    s.set_defaults(func=validate)
+
+    s = sub.add_parser("generate", parents=[common], help="write synthetic raw logs (Parquet, one folder per day)")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--start", type=parse_date, help="first day (default: synthetic.start_date)")
+    for flag in ("--days", "--events-per-day", "--users", "--items-per-domain", "--seed"):
+        s.add_argument(flag, type=int)
+    s.set_defaults(func=generate)
+
+    s = sub.add_parser("summary", parents=[common], help="rows per stage, quarantine reasons, sessions, users, items, edges")
+    s.add_argument("--from", dest="start", type=parse_date)
+    s.add_argument("--to", dest="end", type=parse_date)
+    s.set_defaults(func=summary)
+
+
+def _days(s: argparse.ArgumentParser, *, allow_all: bool) -> None:
+    when = s.add_mutually_exclusive_group(required=True)
+    when.add_argument("--date", type=parse_date)
+    when.add_argument("--from", dest="start", type=parse_date, help="first day of a range (with --to)")
+    if allow_all:
+        when.add_argument("--all", action="store_true", help="every day that has raw events (days without any are skipped)")
+    s.add_argument("--to", dest="end", type=parse_date, help="last day of the range (inclusive)")
+
+
+def ingest(args: argparse.Namespace) -> None:
+    from pipelines.etl import ingest as stage
+    from pipelines.etl.spark import get_spark
+
+    cfg = config(args)
+    spark = get_spark(cfg.spark)
+    t0 = time.perf_counter()
+    m = stage.run(spark, cfg, source=args.source, input_path=args.input, day=args.date, domain=args.domain, name=args.name)
+    found = sorted(m["days"])
+    print(f"ingested {m['rows_in']:,} rows from {m['input']} as source={m['name']} in {time.perf_counter() - t0:.1f}s: "
+          f"{m['rows_out']:,} events over {len(found)} day(s) ({found[0] if found else '-'} .. {found[-1] if found else '-'}), "
+          f"{m['rows_quarantined']:,} without a usable time, {m['items']:,} items")
+
+
+def etl(args: argparse.Namespace) -> None:
+    from pipelines.etl.spark import get_spark
+    from pipelines.etl.stages import STAGES
+    from pipelines.etl.summary import print_summary
+    from pipelines.nightly import etl as run
+
+    cfg = config(args)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise UsageError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
+    todo = days(args, Warehouse(cfg.warehouse))
+    spark = get_spark(cfg.spark)
+    print(f"etl {todo[0]} .. {todo[-1]} ({len(todo)} day(s)) in {Path(cfg.warehouse).resolve()}")
+    run.run(spark, cfg, todo, stages, gates=False if args.no_gates else None,
+            progress=lambda name, sec: print(f"  {name:<15} {sec:7.1f}s", flush=True))
+    if set(stages) == set(STAGES):
+        print_summary(cfg, todo)
+
+
+def validate(args: argparse.Namespace) -> None:
+    from pipelines.gates.registry import AFTER_STAGE, GATES, run_gate
+
+    cfg = config(args)
+    todo = days(args, Warehouse(cfg.warehouse))
+    if args.stage in ("regression", "embeddings"):
+        _validate_method(cfg, args, todo)
+        return
+    gates = [AFTER_STAGE.get(g.strip(), g.strip()) for g in args.stage.split(",") if g.strip()]
+    unknown = [g for g in gates if g not in GATES]
+    if unknown:
+        raise UsageError(f"unknown stage(s) {unknown}; choose from {[*GATES, 'regression', 'embeddings']}")
+    from pipelines.etl.spark import get_spark
+
+    spark = get_spark(cfg.spark)
+    for gate in gates:
+        print(run_gate(spark, cfg, gate, todo).summary())
+
+
+def _validate_method(cfg, args: argparse.Namespace, todo: list) -> None:
+    from pipelines.nightly import steps
+
+    if not args.method or len(todo) != 1:
+        raise UsageError(f"--stage {args.stage} needs --method and one --date")
+    if args.stage == "embeddings":
+        steps.validate_embeddings(cfg, args.method, todo[0])
+        return
+    result = steps.regression_gate(cfg, args.method, todo[0])
+    print(f"gate regression {todo[0]} {args.method}: PASSED — test NDCG@10 {result['test_ndcg@10']:.4f}"
+          + (f" >= floor {result['floor']:.4f}" if result["floor"] is not None else " (nothing published before)"))
+
+
+def generate(args: argparse.Namespace) -> None:
+    from pipelines.etl.synthetic_logs import write_logs
+
+    cfg = config(args)
+    over = {k: v for k, v in {"start_date": args.start, "days": args.days, "events_per_day": args.events_per_day,
+                              "users": args.users, "items_per_domain": args.items_per_domain,
+                              "seed": args.seed}.items() if v is not None}
+    files = write_logs(cfg.synthetic.model_copy(update=over), args.out)
+    print(f"wrote {len(files)} day(s) of logs to {args.out} ({files[0].parent.name} .. {files[-1].parent.name})")
+
+
+def summary(args: argparse.Namespace) -> None:
+    from pipelines.core import warehouse as layout
+    from pipelines.etl.summary import print_summary
+
+    cfg = config(args)
+    wh = Warehouse(cfg.warehouse)
+    have = wh.partition_dates(layout.CLEAN_EVENTS)
+    if not have:
+        raise UsageError(f"no clean events in {wh.root}; run `seqrep etl` first")
+    print_summary(cfg, daterange(args.start or have[0], args.end or have[-1]))

@@ -1,0 +1,119 @@
+"""Method commands: ``methods``, ``train``, ``evaluate``, ``infer``, ``publish``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pipelines.commands.common import config, names, parse_date
+from pipelines.core.errors import UsageError
+
+
+def register(sub, common: argparse.ArgumentParser) -> None:
+    s = sub.add_parser("methods", parents=[common], help="list the representation methods and their config files")
+    s.set_defaults(func=methods)
+
+    for name, text, func in (("train", "train a method on the sequences as of a day, then evaluate it", train),
+                             ("evaluate", "full-ranking HR/NDCG/MRR of trained methods as of a day", evaluate)):
+        s = sub.add_parser(name, parents=[common], help=text)
+        s.add_argument("--method", required=True,
+                       help="a name from `seqrep methods`" + ("" if name == "train" else "; several: pop,markov,sasrec"))
+        s.add_argument("--date", type=parse_date, help="data as of this day (default: the last day with sequences)")
+        _sets(s, "override a method setting, e.g. --set model.dim=128 --set train.seed=1 (repeatable)")
+        s.add_argument("--json", action="store_true", help="print the metrics rows as JSON")
+        s.set_defaults(func=func)
+        if name == "train":
+            s.add_argument("--resume", action="store_true", help="continue an interrupted run of this configuration")
+            s.add_argument("--incremental", action="store_true",
+                           help="the nightly policy: warm start from the last published version, or a full "
+                                "retrain when due (nightly.* of the config); no metrics (run evaluate)")
+
+    s = sub.add_parser("infer", parents=[common],
+                       help="write user and item embedding tables of trained methods as of a day (then: publish)")
+    s.add_argument("--method", required=True, help="a learned method from `seqrep methods`; several: sasrec,gru4rec")
+    s.add_argument("--date", type=parse_date, help="embeddings as of this day (default: the last day with sequences)")
+    _sets(s, "the configuration the model was trained with (as given to `seqrep train`)")
+    s.add_argument("--version", help="a model version (folder under models/<method>/) trained on or before --date; "
+                                     "users with newer events are folded in")
+    s.set_defaults(func=infer)
+
+    s = sub.add_parser("publish", parents=[common],
+                       help="build the item index of a day's embedding tables and make them the live version")
+    s.add_argument("--method", required=True, help="a learned method; several: sasrec,gru4rec")
+    s.add_argument("--date", type=parse_date, help="the day of the tables (default: the last day with sequences)")
+    s.set_defaults(func=publish)
+
+
+def _sets(s: argparse.ArgumentParser, text: str) -> None:
+    s.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE", help=text)
+
+
+def methods(args: argparse.Namespace) -> None:
+    from models.registry import METHODS, config_file
+
+    width = max(map(len, METHODS))
+    for name, cls in METHODS.items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        path = config_file(name)
+        where = f"models/configs/{path.name}" if path is not None else "class defaults"
+        print(f"{name:<{width}} {cls.family:<12} {doc}  [{where}]")
+
+
+def _print_metrics(rows: list[dict], as_json: bool) -> None:
+    from pipelines.modeling.metrics import format_table
+
+    if as_json:
+        print(json.dumps(rows, default=str, indent=1))
+        return
+    for split in ("valid", "test"):
+        part = [r for r in rows if r["split"] == split]
+        if part:
+            print(f"\n{split} ({part[0]['protocol']}, full ranking, {part[0]['users']:,} users, as of {part[0]['dt']})")
+            print(format_table(part))
+
+
+def train(args: argparse.Namespace) -> None:
+    from pipelines.modeling.train import resolve_day, train_method
+
+    cfg = config(args)
+    day = resolve_day(cfg, args.date)
+    echo = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else print
+    if args.incremental:
+        from pipelines.nightly import steps
+
+        if args.sets or args.resume:
+            raise UsageError("--incremental trains the config's methods as they are: no --set or --resume")
+        steps.train(cfg, args.method, day, echo=echo)
+        return
+    result, rows = train_method(cfg, args.method, day, sets=args.sets, resume=args.resume, echo=echo)
+    echo(f"trained {args.method} in {result.seconds:.1f}s, {result.epochs} epoch(s), best at {result.best_epoch}: "
+         f"{result.folder}")
+    _print_metrics(rows, args.json)
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    from pipelines.modeling.train import evaluate_methods, resolve_day
+
+    cfg = config(args)
+    _print_metrics(evaluate_methods(cfg, names(args.method), resolve_day(cfg, args.date), sets=args.sets), args.json)
+
+
+def infer(args: argparse.Namespace) -> None:
+    from pipelines.modeling.infer import infer as write_tables
+    from pipelines.modeling.train import resolve_day
+
+    cfg = config(args)
+    day = resolve_day(cfg, args.date)
+    for name in names(args.method):
+        write_tables(cfg, name, day, sets=args.sets, version=args.version)
+
+
+def publish(args: argparse.Namespace) -> None:
+    from pipelines.modeling.train import resolve_day
+    from pipelines.nightly import steps
+
+    cfg = config(args)
+    day = resolve_day(cfg, args.date)
+    for name in names(args.method):
+        steps.publish(cfg, name, day)

@@ -1,0 +1,53 @@
+"""Nightly commands: ``report``, ``backfill``, ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipelines.commands.common import config, config_file, names, parse_date
+from pipelines.core.errors import GateFailed, UsageError
+from pipelines.core.warehouse import daterange
+
+
+def register(sub, common: argparse.ArgumentParser) -> None:
+    s = sub.add_parser("report", parents=[common], help="write a day's run report (HTML and PNGs) and print its path")
+    s.add_argument("--date", type=parse_date, required=True)
+    s.set_defaults(func=report)
+
+    s = sub.add_parser("backfill", parents=[common],
+                       help="the nightly run of each day of a range, in order, without a scheduler")
+    s.add_argument("--from", dest="start", type=parse_date, required=True, help="first day (inclusive)")
+    s.add_argument("--to", dest="end", type=parse_date, required=True, help="last day (inclusive)")
+    s.add_argument("--method", help="only these methods (comma-separated), on the ETL's existing partitions; "
+                                    "default: ingest, ETL and every method of nightly.methods")
+    s.set_defaults(func=backfill)
+
+    s = sub.add_parser("demo", parents=[common],
+                       help="generate logs and run the nightly DAG on them (Airflow, Spark) under ./demo")
+    s.set_defaults(func=demo)
+
+
+def report(args: argparse.Namespace) -> None:
+    from pipelines.nightly.report import write_report
+
+    print(write_report(config(args), args.date))
+
+
+def backfill(args: argparse.Namespace) -> None:
+    from pipelines.nightly.backfill import backfill as run
+
+    cfg = config(args)
+    if args.end < args.start:
+        raise UsageError(f"--to {args.end} is before --from {args.start}")
+    methods = names(args.method) if args.method else None
+    outcomes = run(cfg, daterange(args.start, args.end), methods, etl=methods is None)
+    blocked = [(o.day, m, reason) for o in outcomes for m, reason in o.blocked.items()]
+    if blocked:
+        raise GateFailed(f"{len(blocked)} (day, method) not published: "
+                         + "; ".join(f"{d} {m}: {reason.splitlines()[0]}" for d, m, reason in blocked))
+
+
+def demo(args: argparse.Namespace) -> None:
+    from pipelines.nightly.demo import run_demo
+
+    run_demo(config_file(args))

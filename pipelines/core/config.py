@@ -1,0 +1,244 @@
+"""Configuration: one validated object passed to every stage.
+
+Layers, lowest first: the defaults below < a YAML file (``--config``) < environment
+(``SEQREP_WAREHOUSE``, ``SEQREP_SPARK_MASTER``) < command-line flags. Unknown keys are
+errors, so a typo in a config file never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipelines.core.errors import ConfigError
+
+#: Event types of the canonical schema (``pipelines/core/schema.py``). Anything else is quarantined by clean.
+EVENT_TYPES: tuple[str, ...] = ("view", "click", "cart", "fav", "buy", "rate", "play", "tag")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SparkConfig(_Section):
+    master: str = "local[2]"
+    shuffle_partitions: int = Field(4, ge=1)
+    driver_memory: str = "4g"
+    #: Off-heap buffers of the driver JVM (shuffle, Parquet); bounded so memory stays predictable.
+    max_direct_memory: str = "1g"
+    #: Extra ``spark.*`` settings, passed through unchanged (cluster settings go here).
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class IngestConfig(_Section):
+    """How a source's rows map onto the canonical event schema.
+
+    ``columns`` maps canonical names to the source's column names (the ``parquet`` adapter);
+    ``event_type_map`` maps source event names to canonical ones (unmapped names pass through
+    and are quarantined by clean if unknown).
+    """
+
+    source: str = "parquet"
+    #: Input path; ``{date}`` is replaced by the run date (nightly: one log folder per day).
+    input: str | None = None
+    domain: str = "default"
+    #: Item metadata Parquet (item_id, optional domain/title/category), for the parquet adapter.
+    items: str | None = None
+    #: Partition label under raw/events/source=...; defaults to the adapter name.
+    name: str | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+    #: Unit of integer timestamps: s, ms or us. Strings are parsed with ``ts_format``.
+    ts_unit: Literal["s", "ms", "us"] = "s"
+    ts_format: str | None = None
+    event_type_map: dict[str, str] = Field(default_factory=dict)
+    #: Sources without clocks (Amazon pairs, Last.fm plays) get ts = this date + file order in ms.
+    synthetic_base_date: date = date(2014, 1, 1)
+
+
+class CleanConfig(_Section):
+    event_types: tuple[str, ...] = EVENT_TYPES
+    #: Valid time window [ts_min, ts_max) in UTC; None = unbounded.
+    ts_min: datetime | None = None
+    ts_max: datetime | None = None
+    #: A user with more valid events than this in one day is bot-like: all of their day is quarantined.
+    bot_max_events_per_day: int = Field(20_000, ge=1)
+
+    @field_validator("ts_min", "ts_max")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            v = v.replace(tzinfo=timezone.utc)
+        return v
+
+
+class SessionizeConfig(_Section):
+    #: A gap strictly longer than this starts a new session; exactly the gap stays in the session.
+    gap_minutes: float = Field(30.0, gt=0, lt=24 * 60)
+    #: A session longer than this many events is cut into consecutive sessions.
+    max_events: int = Field(1000, ge=1)
+
+
+class SequencesConfig(_Section):
+    #: Per-user history kept in each daily snapshot (models truncate further to their own length).
+    max_length: int = Field(1000, ge=3)
+
+
+class GraphsConfig(_Section):
+    #: Edge weight of one event, by type (additive across days, so as-of graphs are sums).
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "view": 1.0, "click": 1.0, "cart": 3.0, "fav": 2.0, "buy": 5.0,
+            "rate": 1.0, "play": 1.0, "tag": 1.0,
+        }
+    )
+    #: Consecutive repeats of one item (a re-view) are not transitions.
+    drop_self_loops: bool = True
+
+
+class GatesConfig(_Section):
+    """Quality gates (``pipelines/gates/``) between the ETL stages."""
+
+    #: Run each stage's gate after it in ``seqrep etl`` (the DAG runs them as their own tasks).
+    enabled: bool = True
+    #: Drift against the previous day: ``warn`` records it, ``fail`` stops the day.
+    drift: Literal["warn", "fail"] = "warn"
+    #: Today's rows over yesterday's outside [1/x, x] is drift.
+    max_row_change: float = Field(5.0, gt=1.0)
+    #: Share of a day's raw rows quarantined by clean.
+    max_quarantine_share: float = Field(0.2, ge=0.0, le=1.0)
+    #: Items first seen on a day, as a share of the items active that day.
+    max_new_item_rate: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class SyntheticConfig(_Section):
+    seed: int = 7
+    start_date: date = date(2024, 1, 1)
+    days: int = Field(3, ge=1)
+    events_per_day: int = Field(50_000, ge=1)
+    users: int = Field(5_000, ge=1)
+    items_per_domain: int = Field(2_000, ge=1)
+    domains: tuple[str, ...] = ("books", "games")
+    categories_per_domain: int = Field(20, ge=1)
+    zipf_a: float = Field(1.1, gt=1.0)
+    #: Share of rows made bad on purpose (null ids, unknown types, duplicates, late arrivals).
+    bad_row_rate: float = Field(0.002, ge=0.0, le=0.5)
+
+
+class EmbeddingsConfig(_Section):
+    """Batch inference and the nearest-neighbour index (``seqrep infer``)."""
+
+    #: Users encoded per forward pass: memory stays bounded whatever the number of users. Small
+    #: batches keep the activations in cache: on 2 cores, SASRec encodes 1.7x faster at 256 than at 2048.
+    batch_size: int = Field(256, ge=1)
+    #: Encode under bfloat16 autocast (CUDA, or CPUs with AMX/AVX-512 BF16): faster matmuls, vectors
+    #: rounded to about 3 significant digits before they are stored as float32. Off: exact float32.
+    bf16: bool = False
+    #: Encode under ``torch.compile`` (methods with a compiled path: SASRec and its variants) when at
+    #: least this many users are encoded. On 2 CPU cores compiling takes 10-20 s and then SASRec
+    #: encodes about 1.3x faster (bench/infer.py), which repays the compile from about a million
+    #: users. None: never. Needs a C++ compiler (without one: eager, with a warning).
+    compile_min_users: int | None = Field(1_000_000, ge=1)
+    #: Catalogues of at most this many items get an exact inner-product index, larger ones HNSW.
+    exact_max_items: int = Field(100_000, ge=1)
+    #: HNSW graph degree, build-time and query-time candidate list sizes (FAISS's M, efConstruction, efSearch).
+    hnsw_m: int = Field(32, ge=4)
+    hnsw_ef_construction: int = Field(80, ge=8)
+    hnsw_ef_search: int = Field(128, ge=1)
+
+
+class NightlyConfig(_Section):
+    """The model half of a night (``pipelines/nightly/steps.py``): the nightly DAG's tasks and ``seqrep backfill``."""
+
+    #: Methods trained, evaluated, inferred and published each night (one task group each in the DAG).
+    methods: tuple[str, ...] = ("sasrec",)
+    #: Warm start: each night continues the last published model of the method on the data as of
+    #: the day (vocabularies grow: new items and users get fresh rows) for ``warm_epochs`` epochs.
+    warm_start: bool = True
+    warm_epochs: int = Field(3, ge=1)
+    #: A full retrain (from scratch, the method's own epochs and early stopping) when the last full
+    #: one is this many days old or older; 1 retrains fully every night.
+    full_retrain_days: int = Field(7, ge=1)
+    #: Regression gate: no publish when test NDCG@10 falls by more than this share of the last
+    #: published version's (0.1: a 10% relative drop).
+    max_ndcg_drop: float = Field(0.1, ge=0.0, le=1.0)
+
+
+class Config(_Section):
+    warehouse: Path = Path("warehouse")
+    spark: SparkConfig = SparkConfig()
+    ingest: IngestConfig = IngestConfig()
+    clean: CleanConfig = CleanConfig()
+    sessionize: SessionizeConfig = SessionizeConfig()
+    sequences: SequencesConfig = SequencesConfig()
+    graphs: GraphsConfig = GraphsConfig()
+    gates: GatesConfig = GatesConfig()
+    synthetic: SyntheticConfig = SyntheticConfig()
+    embeddings: EmbeddingsConfig = EmbeddingsConfig()
+    nightly: NightlyConfig = NightlyConfig()
+    #: Per-method overrides of ``models/configs/<method>.yaml``: ``{sasrec: {model: {...}, train: {...}}}``.
+    methods: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _weights_cover_types(self) -> "Config":
+        missing = [t for t in self.clean.event_types if t not in self.graphs.event_weights]
+        if missing:
+            raise ValueError(f"graphs.event_weights has no weight for event types {missing}")
+        return self
+
+    def with_overrides(self, **sections: dict[str, Any]) -> "Config":
+        """A copy with some fields replaced, e.g. ``cfg.with_overrides(sessionize={"gap_minutes": 5})``."""
+        data = self.model_dump()
+        for key, value in sections.items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        return Config.model_validate(data)
+
+
+def _relative_to(config_file: Path, value: str) -> str:
+    path = Path(value).expanduser()
+    return value if path.is_absolute() or "://" in value else str((config_file.parent / path).resolve())
+
+
+def load_config(path: str | Path | None = None, *, warehouse: str | Path | None = None) -> Config:
+    """Defaults < YAML file < environment < explicit ``warehouse``."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p}: not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {p}: top level must be a mapping")
+        # Relative paths in a config file are relative to the file, not the caller's cwd.
+        if isinstance(data.get("warehouse"), str):
+            data["warehouse"] = _relative_to(p, data["warehouse"])
+        ingest = data.get("ingest")
+        if isinstance(ingest, dict):
+            for key in ("input", "items"):
+                if isinstance(ingest.get(key), str):
+                    ingest[key] = _relative_to(p, ingest[key])
+    if os.environ.get("SEQREP_WAREHOUSE"):
+        data["warehouse"] = os.environ["SEQREP_WAREHOUSE"]
+    if os.environ.get("SEQREP_SPARK_MASTER"):
+        data.setdefault("spark", {})["master"] = os.environ["SEQREP_SPARK_MASTER"]
+    if warehouse is not None:
+        data["warehouse"] = str(warehouse)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        where = f"config file {path}" if path else "configuration"
+        lines = [f"{where}: {len(exc.errors())} invalid setting(s)"]
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  {key}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None

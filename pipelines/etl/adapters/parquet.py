@@ -1,0 +1,143 @@
+"""A product's own Parquet log, mapped onto the canonical schema by ``ingest.columns``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines.core.config import IngestConfig
+from pipelines.core.errors import InputError
+from pipelines.core.warehouse import iter_files
+from pipelines.etl.adapters.common import Parsed, epoch_ts, input_files, number, to_events
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+
+#: Canonical columns a log must have, and those it may have.
+REQUIRED = ("user_id", "item_id", "event_type", "ts")
+OPTIONAL = ("event_id", "domain", "value", "session_hint")
+
+
+def read(spark: "SparkSession", path: Path, cfg: IngestConfig) -> Parsed:
+    """A product's own Parquet log, mapped with ``ingest.columns`` (canonical name -> source column).
+
+    Required: ``user_id``, ``item_id``, ``event_type``, ``ts``. Optional: ``event_id``, ``domain``,
+    ``value``, ``session_hint``. Integer timestamps use ``ingest.ts_unit``; strings
+    ``ingest.ts_format`` (Spark datetime pattern; ISO-8601 when unset); timestamps pass through.
+    """
+    from pyspark.sql import functions as F
+
+    mapping = column_mapping(cfg)
+    files = input_files(path, "parquet", (".parquet", ".parq"))
+    types, seen = _check_parquet_files(files, mapping)
+    df = spark.read.parquet(*[str(f) for f in files]).withColumn("source_file", F.input_file_name())
+    df = df.withColumn("raw", F.to_json(F.struct(*[F.col(c) for c in dict.fromkeys(mapping.values())])))
+    ts, ts_err = _timestamp(F.col(mapping["ts"]), types[mapping["ts"]], mapping["ts"], cfg)
+    errors = [ts_err]
+    value = None
+    if "value" in mapping:
+        value, v_err = number(F.col(mapping["value"]), "value")
+        errors.append(v_err)
+
+    def text(canon: str) -> "Column":
+        return _text(F.col(mapping[canon]), types[mapping[canon]], canon, errors)
+
+    kind = text("event_type")
+    if cfg.event_type_map:
+        kind = F.coalesce(F.create_map(*[F.lit(x) for kv in cfg.event_type_map.items() for x in kv])[kind], kind)
+    events = to_events(
+        df, user=text("user_id"), item=text("item_id"), event_type=kind, ts=ts,
+        domain=text("domain") if "domain" in mapping else F.lit(cfg.domain),
+        value=value, session_hint=text("session_hint") if "session_hint" in mapping else None,
+        event_id=text("event_id") if "event_id" in mapping else None, errors=errors,
+    )
+    items = None
+    if cfg.items:
+        items_path = Path(cfg.items).expanduser()
+        items = _parquet_items(spark, input_files(items_path, "parquet items", (".parquet",)), cfg)
+        files += list(iter_files(items_path, (".parquet",)))
+    return Parsed(events, items, files, {"columns": mapping, "ignored_columns": sorted(seen - set(mapping.values()))})
+
+
+def column_mapping(cfg: IngestConfig) -> dict[str, str]:
+    """Canonical name -> source column, for the required columns and the mapped optional ones."""
+    unknown = set(cfg.columns) - {*REQUIRED, *OPTIONAL}
+    if unknown:
+        raise InputError(f"parquet: ingest.columns maps unknown canonical names {sorted(unknown)}")
+    mapping = {c: cfg.columns.get(c, c) for c in REQUIRED}
+    mapping.update({c: cfg.columns[c] for c in OPTIONAL if c in cfg.columns})
+    return mapping
+
+
+def _timestamp(col: "Column", typ: Any, name: str, cfg: IngestConfig) -> tuple["Column", "Column"]:
+    """(ts, error) of the time column by its Parquet type: epoch numbers, timestamps or strings."""
+    import pyarrow as pa
+    from pyspark.sql import functions as F
+
+    if pa.types.is_integer(typ) or pa.types.is_floating(typ):
+        return epoch_ts(col, cfg.ts_unit)
+    if pa.types.is_timestamp(typ) or pa.types.is_date(typ):
+        return col.cast("timestamp"), F.when(col.isNull(), F.lit("ts: null"))
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        ts = F.try_to_timestamp(col, F.lit(cfg.ts_format)) if cfg.ts_format else col.try_cast("timestamp")
+        return ts, F.when(ts.isNull(), F.concat(F.lit("ts: cannot parse "), F.coalesce(col, F.lit("null"))))
+    raise InputError(f"parquet: column {name!r} (ts) has type {typ}; expected integer, timestamp or string")
+
+
+def _text(col: "Column", typ: Any, canon: str, errors: list["Column"]) -> "Column":
+    """A string column; binary ids are decoded as UTF-8, and bytes that are not UTF-8 are a row
+    fault (appended to ``errors``)."""
+    import pyarrow as pa
+    from pyspark.sql import functions as F
+
+    if not pa.types.is_binary(typ) and not pa.types.is_large_binary(typ):
+        return col.cast("string")
+    decoded = F.try_validate_utf8(col.cast("string"))
+    errors.append(F.when(col.isNotNull() & decoded.isNull(),
+                         F.concat(F.lit(f"{canon}: not valid UTF-8: "), F.lower(F.hex(col)))))
+    return decoded
+
+
+def _check_parquet_files(files: list[Path], needed: dict[str, str]) -> tuple[dict[str, Any], set[str]]:
+    """Read every file's footer: corrupt files, missing columns and mixed types are clear errors.
+
+    Returns the type of each needed column and the names of all columns seen.
+    """
+    import pyarrow.parquet as pq
+
+    types: dict[str, tuple[Any, Path]] = {}
+    seen: set[str] = set()
+    for f in files:
+        try:
+            schema = pq.read_schema(f)
+        except Exception as exc:  # pyarrow raises several types for a damaged footer
+            raise InputError(f"parquet: {f} is not a readable Parquet file ({type(exc).__name__}: {exc})") from None
+        seen.update(schema.names)
+        for canon, col in needed.items():
+            if col not in schema.names:
+                raise InputError(
+                    f"parquet: {f} has no column {col!r} (mapped from {canon!r}); its columns are {schema.names}")
+            t = schema.field(col).type
+            if col in types and types[col][0] != t:
+                raise InputError(
+                    f"parquet: column {col!r} has type {types[col][0]} in {types[col][1]} but {t} in {f}; "
+                    "cast it to one type in the source")
+            types.setdefault(col, (t, f))
+    return {c: t for c, (t, _) in types.items()}, seen
+
+
+def _parquet_items(spark: "SparkSession", files: list[Path], cfg: IngestConfig) -> "DataFrame":
+    """Item metadata Parquet (``ingest.items``): item_id, and optionally domain, title, category."""
+    from pyspark.sql import functions as F
+
+    _check_parquet_files(files, {"item_id": "item_id"})  # readable, with an item_id
+    df = spark.read.parquet(*[str(f) for f in files])
+    dom = F.col("domain") if "domain" in df.columns else F.lit(cfg.domain)
+    cat = F.col("category") if "category" in df.columns else F.lit(None).cast("string")
+    title = F.col("title") if "title" in df.columns else F.lit(None).cast("string")
+    return df.select(
+        dom.alias("domain"), F.col("item_id").cast("string").alias("item_id"), title.alias("title"), cat.alias("category"),
+        F.when(cat.isNotNull(), F.array(cat)).alias("tags"), F.concat_ws(". ", title, cat).alias("text"),
+        F.lit(None).cast("string").alias("image_url"),
+    )

@@ -1,0 +1,134 @@
+"""The one SparkSession factory, and the atomic daily-partition writer every stage uses."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipelines.core.config import SparkConfig
+from pipelines.core.errors import WarehouseError
+from pipelines.core.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+
+def get_spark(cfg: SparkConfig) -> "SparkSession":
+    """A SparkSession configured from ``cfg``.
+
+    Under ``spark-submit`` (Airflow's SparkSubmitOperator, a cluster) the master and memory
+    come from the submit command; otherwise from ``cfg``. Timestamps are UTC everywhere.
+    """
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # host name does not resolve to loopback
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    # glibc gives each JVM thread its own malloc arena; capping them, and the JVM's direct
+    # buffers (spark.max_direct_memory), keeps the driver's memory near heap + 1-2 GB.
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName("seqrep")
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not launched by spark-submit
+        builder = builder.master(cfg.master).config("spark.driver.memory", cfg.driver_memory)
+    settings = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.driver.extraJavaOptions": f"-Duser.timezone=UTC -XX:MaxDirectMemorySize={cfg.max_direct_memory}",
+        "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+        "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions),
+        "spark.sql.adaptive.enabled": "true",
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.sources.partitionColumnTypeInference.enabled": "true",
+        # Daily partitions are many small folders: list them in the driver, not with a Spark job.
+        "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000",
+        "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
+        # Small pandas frames (gate metrics) go to the JVM as Arrow, without starting Python workers.
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        **cfg.conf,
+    }
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def read_partitions(spark: "SparkSession", wh: Warehouse, table: str, days: list[date]) -> "DataFrame":
+    """Rows of the given daily partitions of a table, with their ``dt`` column."""
+    paths = wh.existing_partitions(table, days)
+    if not paths:
+        raise WarehouseError(f"{wh.table(table)}: no partition for {days[0]}..{days[-1]}")
+    return spark.read.option("basePath", str(wh.table(table))).parquet(*paths)
+
+
+def write_daily(
+    df: "DataFrame", wh: Warehouse, table: str, days: list[date] | None
+) -> dict[date, dict[str, object]]:
+    """Replace the partitions ``table/dt=D`` for every D in ``days`` with the rows of ``df``.
+
+    ``df`` must have a ``dt`` date column whose values lie in ``days``. A day without rows gets an
+    empty partition, so a rerun of a day that lost all its rows still replaces the old one.
+    ``days=None`` means the days that have rows (a bulk import).
+    Returns ``{day: {"rows": n, "checksum": s}}``, where the checksum is an order-independent
+    sum of row hashes: two writes of the same rows have the same checksum.
+    """
+    from pyspark.sql import functions as F
+
+    staged = wh.staging_dir()
+    try:
+        df.write.partitionBy("dt").parquet(str(staged))
+        written = {date.fromisoformat(p.name[3:]) for p in staged.glob("dt=*")}
+        days = sorted(written) if days is None else days
+        stray = written - set(days)
+        if stray:
+            raise WarehouseError(f"{table}: rows for days outside the run: {sorted(stray)[:5]}")
+        stats: dict[date, dict[str, object]] = {d: {"rows": 0, "checksum": "0"} for d in days}
+        if written:
+            back = df.sparkSession.read.option("basePath", str(staged)).parquet(str(staged))
+            cols = [c for c in back.columns if c != "dt"]
+            agg = back.groupBy("dt").agg(
+                F.count(F.lit(1)).alias("rows"),
+                F.sum(F.xxhash64(*cols).cast("decimal(38,0)")).alias("checksum"),
+            )
+            for row in agg.collect():
+                stats[row["dt"]] = {"rows": int(row["rows"]), "checksum": str(row["checksum"])}
+        for d in days:
+            part = staged / f"dt={d.isoformat()}"
+            if not part.exists():
+                _write_empty(df, part)
+            wh.swap_in(part, wh.partition(table, d))
+        return stats
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def write_table(df: "DataFrame", wh: Warehouse, table: str) -> int:
+    """Replace a whole (undated) table atomically; returns its row count."""
+    staged = wh.staging_dir()
+    try:
+        df.write.parquet(str(staged))
+        if not any(staged.glob("*.parquet")):
+            _write_empty(df, staged / "empty")
+        rows = df.sparkSession.read.parquet(str(staged)).count()
+        wh.swap_in(staged, wh.table(table))
+        return rows
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def _write_empty(df: "DataFrame", part: Path) -> None:
+    """A zero-row Parquet file with the frame's schema (minus ``dt``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyspark.sql.pandas.types import to_arrow_schema
+    from pyspark.sql.types import StructType
+
+    schema = StructType([f for f in df.schema.fields if f.name != "dt"])
+    part.mkdir(parents=True, exist_ok=True)
+    arrow_schema = to_arrow_schema(schema, timestamp_utc=True)
+    pq.write_table(pa.Table.from_batches([], schema=arrow_schema), part / "part-00000-empty.parquet")

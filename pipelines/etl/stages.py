@@ -1,0 +1,26 @@
+"""The ETL's stages by name, in the order they run: a new stage is one module plus one line here.
+
+Each stage is ``run(spark, cfg, days)``: it reads its inputs for ``days`` and replaces its output
+partitions for them atomically, with a manifest per day. A range runs each stage once over all
+its days (one Spark application, one pass per stage) and gives the same rows as running the days
+one by one. ``pipelines/nightly/etl.py`` runs them with their quality gates.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import TYPE_CHECKING, Callable
+
+from pipelines.core.config import Config
+from pipelines.etl import clean, graphs, sequences, sessionize
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+Stage = Callable[["SparkSession", Config, list[date]], None]
+STAGES: dict[str, Stage] = {
+    "clean": clean.run,
+    "sessionize": sessionize.run,
+    "sequences": sequences.run,
+    "graphs": graphs.run,
+}

@@ -1,0 +1,181 @@
+"""The one data-access module of the modeling layer: the warehouse as of a day, as ``SequenceData``.
+
+``load(warehouse, day, protocol)`` reads the ETL's tables with DuckDB (no JVM for training):
+every user's sequence as of the day (``sql/sequences_asof.sql``), the evaluation splits of a
+protocol (``sql/splits_asof.sql``) and the item vocabulary's size, into the flat arrays of
+``models.data.SequenceData``. What a method needs besides the sequences (LightGCN's user-item
+graph, MMoE's behaviors, the item texts of the text-fused SASRec) it asks for in ``prepare``
+through ``data.side``, a :class:`WarehouseSide` bound to the same warehouse and day: the models
+never see a path, a table or a line of SQL.
+
+A user's events are ordered by (time, event id): equal timestamps (MovieLens rates many movies
+in the same second) keep the ETL's deterministic order, the same for every method compared.
+Training never sees an evaluation target: a user trains on the events before their validation
+target (``train_len``); users without splits train on their whole history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from models.data import SequenceData, Split
+from models.errors import DataError
+from pipelines.core import warehouse as layout
+from pipelines.core.sqlfiles import duckdb_sql, sql_literal
+from pipelines.core.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+#: SQL of each item-metadata field in an item's document (``models.text`` joins them).
+_FIELD_SQL = {"title": "i.title", "category": "i.category", "tags": "array_to_string(i.tags, ' ')", "text": "i.text"}
+
+
+def latest_day(warehouse: str | Path) -> date:
+    """The last day with sequences (a command-line default, said aloud by the caller)."""
+    days = Warehouse(warehouse).partition_dates(layout.SEQUENCES)
+    if not days:
+        raise DataError(f"no sequences in {warehouse}: run `seqrep etl` first")
+    return days[-1]
+
+
+def connect(wh: Warehouse, views: dict[str, str]):
+    """An in-memory DuckDB connection with a view per warehouse table (view name -> table), every
+    ``dt=`` partition, ``dt`` typed as a DATE."""
+    import duckdb
+
+    con = duckdb.connect()
+    for view, table in views.items():
+        con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet({sql_literal(wh.parquet_globs(table))}, "
+                    "hive_partitioning = true, hive_types = {'dt': DATE}, union_by_name = true)")
+    return con
+
+
+def load(warehouse: str | Path, day: date, protocol: str = "loo") -> SequenceData:
+    """Sequences, splits and vocabulary size as of ``day`` (see the module docstring)."""
+    import pyarrow.compute as pc
+
+    wh = Warehouse(warehouse)
+    for table in (layout.SEQUENCES, layout.SPLITS, layout.VOCAB_ITEMS):
+        wh.require_upto(table, day, who="training data", error=DataError)
+    con = connect(wh, {"sequences": layout.SEQUENCES, "splits": layout.SPLITS, "vocab_items": layout.VOCAB_ITEMS})
+    try:
+        seq = con.sql(f"SELECT user_idx, item_idx FROM ({duckdb_sql('sequences_asof')}) ORDER BY user_idx",
+                      params={"asof": day}).to_arrow_table()
+        spl = con.sql(f"SELECT * FROM ({duckdb_sql('splits_asof')}) ORDER BY split, user_idx",
+                      params={"asof": day, "protocol": protocol}).to_arrow_table()
+        n_items = con.execute("SELECT coalesce(max(item_idx), 0) FROM vocab_items WHERE dt <= ?", [day]).fetchone()[0]
+    finally:
+        con.close()
+    users = seq.column("user_idx").to_numpy()
+    lists = seq.column("item_idx").combine_chunks()
+    offsets = lists.offsets.to_numpy().astype(np.int64)
+    items = lists.values.to_numpy().astype(np.int64)
+    offsets = offsets - offsets[0]
+    splits: dict[str, Split] = {}
+    train_len = np.diff(offsets)
+    for name in ("test", "valid"):  # valid last: it bounds training when both exist
+        part = spl.filter(pc.equal(spl.column("split"), name))
+        if part.num_rows == 0:
+            continue
+        rows = np.searchsorted(users, part.column("user_idx").to_numpy())  # users are sorted
+        hist = part.column("history_len").to_numpy().astype(np.int64)
+        splits[name] = Split(rows, hist, _pad_lists(part.column("target_idx").combine_chunks()))
+        train_len[rows] = np.minimum(train_len[rows], hist)
+    return SequenceData(day, protocol, int(n_items), users, offsets, items, train_len, splits,
+                        side=WarehouseSide(wh.root, day))
+
+
+def _pad_lists(lists) -> np.ndarray:
+    """A list array as a 0-padded [rows, longest] matrix."""
+    offsets = lists.offsets.to_numpy()
+    offsets = offsets - offsets[0]
+    lens = np.diff(offsets)
+    out = np.zeros((len(lens), max(int(lens.max(initial=0)), 1)), dtype=np.int64)
+    rows = np.repeat(np.arange(len(lens)), lens)
+    cols = np.arange(int(lens.sum())) - np.repeat(offsets[:-1], lens)
+    out[rows, cols] = lists.values.to_numpy()
+    return out
+
+
+@dataclass(frozen=True)
+class WarehouseSide:
+    """``models.data.SideData`` read from a warehouse as of ``day``: what methods ask for besides
+    the sequences, each read when first asked."""
+
+    root: Path
+    day: date
+
+    def user_item_edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``graphs/user_item`` as of the day (``sql/user_item_asof.sql``): user_idx, item_idx, count."""
+        wh = Warehouse(self.root)
+        wh.require_upto(layout.USER_ITEM, self.day, who="the user-item graph", error=DataError)
+        con = connect(wh, {"user_item": layout.USER_ITEM})
+        try:
+            edges = con.sql(f"SELECT user_idx, item_idx, count FROM ({duckdb_sql('user_item_asof')})",
+                            params={"asof": self.day}).fetchnumpy()
+        finally:
+            con.close()
+        return (edges["user_idx"].astype(np.int64), edges["item_idx"].astype(np.int64),
+                edges["count"].astype(np.int64))
+
+    def event_types(self) -> tuple[np.ndarray, np.ndarray, "pa.Array"]:
+        """Each user's event types as of the day, in the sequences' order: user_idx [U], the number
+        of events of each [U], and every event's type, user after user (a string array)."""
+        import pyarrow.compute as pc
+
+        con = connect(Warehouse(self.root), {"sequences": layout.SEQUENCES})
+        try:
+            tbl = con.sql(f"SELECT user_idx, event_type FROM ({duckdb_sql('sequences_asof')}) ORDER BY user_idx",
+                          params={"asof": self.day}).to_arrow_table()
+        finally:
+            con.close()
+        lists = tbl.column("event_type").combine_chunks()
+        return (tbl.column("user_idx").to_numpy(), pc.list_value_length(lists).to_numpy(zero_copy_only=False),
+                lists.flatten())
+
+    def item_documents(self, n_items: int, fields: Sequence[str]) -> list[str]:
+        """Documents of items ``0..n_items``, see :func:`item_documents`."""
+        return item_documents(self.root, self.day, n_items, fields)
+
+
+def item_documents(warehouse: str | Path, day: date, n_items: int,
+                   fields: Sequence[str] = tuple(_FIELD_SQL)) -> list[str]:
+    """Documents of items ``0..n_items`` (``[0]`` and items without metadata are ``""``): an item's
+    metadata ``fields`` joined by spaces, in that order (missing fields skipped).
+
+    The vocabulary ``vocab/items`` as of ``day`` is joined on (domain, item_id) to the metadata
+    of every source, ``items/source=*``; an item described by several sources gets their
+    documents joined in source order.
+    """
+    unknown = [f for f in fields if f not in _FIELD_SQL]
+    if unknown or not fields:
+        raise ValueError(f"text fields must be a non-empty subset of {tuple(_FIELD_SQL)}, got {list(fields)}")
+    wh = Warehouse(warehouse)
+    wh.require_upto(layout.VOCAB_ITEMS, day, who="item texts", error=DataError)
+    sources = sorted(p for p in wh.table(layout.ITEMS).glob("source=*") if any(p.glob("*.parquet")))
+    if not sources:
+        raise DataError(f"no item metadata in {wh.table(layout.ITEMS)} (items/source=S): the source's adapter "
+                        "wrote none, so there is no text to encode")
+    doc = f"concat_ws(' ', {', '.join(_FIELD_SQL[f] for f in fields)})"
+    con = connect(wh, {"vocab_items": layout.VOCAB_ITEMS})
+    try:
+        glob = sql_literal(str(wh.table(layout.ITEMS) / "source=*" / "*.parquet"))
+        con.execute(f"CREATE VIEW items AS SELECT * FROM read_parquet({glob}, hive_partitioning = true, "
+                    "union_by_name = true)")
+        rows = con.execute(f"""
+            SELECT v.item_idx, string_agg({doc}, ' ' ORDER BY i.source) AS doc
+            FROM (SELECT DISTINCT item_idx, domain, item_id FROM vocab_items WHERE dt <= ?) v
+            JOIN items i ON i.domain = v.domain AND i.item_id = v.item_id
+            WHERE v.item_idx BETWEEN 1 AND ?
+            GROUP BY v.item_idx""", [day, n_items]).fetchnumpy()
+    finally:
+        con.close()
+    docs = np.full(n_items + 1, "", dtype=object)
+    docs[rows["item_idx"].astype(np.int64)] = rows["doc"]
+    return [d if isinstance(d, str) else "" for d in docs.tolist()]

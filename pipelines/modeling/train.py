@@ -1,0 +1,154 @@
+"""What ``seqrep train`` and ``seqrep evaluate`` do: a method, a day, the warehouse.
+
+A method's version as of a day is ``models/<method>/<day>-<hash>`` (the hash covers every setting
+that shapes the model, ``MethodConfig.version``). The trainer (``models.trainer``) fits the model
+into the version's work folder ``<version>.partial`` (kept across a crash for ``--resume``),
+which is then swapped in whole; metrics rows of valid and test go to ``metrics/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
+from typing import Any, Callable
+
+from models.data import SequenceData
+from models.registry import MethodConfig, build, method_config
+from pipelines.core.config import Config
+from pipelines.core.errors import WarehouseError
+from pipelines.core.warehouse import Warehouse
+from pipelines.modeling.data import latest_day, load
+from pipelines.modeling.metrics import metric_rows, write_metrics
+
+Echo = Callable[[str], None]
+
+
+class ModelNotFound(WarehouseError, LookupError):
+    """No trained model of the method with this configuration (or version) in the warehouse."""
+
+
+def dataset_name(cfg: Config) -> str:
+    """The config's source name, else the sources in the warehouse's raw events (e.g. ``movielens``)."""
+    if cfg.ingest.name:
+        return cfg.ingest.name
+    return "+".join(Warehouse(cfg.warehouse).raw_sources()) or cfg.ingest.source
+
+
+def resolve_day(cfg: Config, day: date | None) -> date:
+    """The given day, or the last day with sequences (a command-line convenience, said aloud)."""
+    return day if day is not None else latest_day(cfg.warehouse)
+
+
+def version_folder(cfg: Config, mc: MethodConfig, day: date) -> Path:
+    """Where the version of ``mc`` trained as of ``day`` lives."""
+    return Warehouse(cfg.warehouse).model_folder(mc.method, mc.version(day))
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """Start from the weights of ``folder`` (an earlier version) and train ``epochs`` epochs."""
+
+    folder: Path
+    epochs: int
+
+
+def train_method(cfg: Config, name: str, day: date, *, sets: list[str] = (), resume: bool = False,
+                 data: SequenceData | None = None, echo: Echo = print, warm: WarmStart | None = None,
+                 evaluate: bool = True, meta: dict[str, Any] | None = None) -> tuple[Any, list[dict]]:
+    """Train ``name`` on the sequences as of ``day``; evaluate it on valid and test; write metrics.
+
+    With ``warm``, the model starts from an earlier version's weights (vocabularies grown, see
+    ``models.checkpoint.load_grown``) and trains ``warm.epochs`` epochs; the version folder is the
+    same as a full training's (one model per method, configuration and day)."""
+    from models.checkpoint import load_grown
+    from models.trainer import train
+
+    wh = Warehouse(cfg.warehouse)
+    mc = method_config(name, cfg.methods.get(name), sets)
+    data = data or load(wh.root, day, mc.train.protocol)
+    model = build(mc, data.n_items, data.user_vocab)
+    version = mc.version(day)
+    folder = wh.model_folder(name, version)
+    fit, note = mc, ""
+    if warm is not None:
+        grown = load_grown(model, warm.folder)
+        fit = mc.model_copy(update={"train": mc.train.model_copy(update={"epochs": warm.epochs})})
+        note = f" (warm start from {warm.folder.name}, {warm.epochs} epochs, grown: {', '.join(grown) or 'none'})"
+    echo(f"train {name} on {dataset_name(cfg)} as of {day}: {len(data.users):,} users, {data.n_items:,} items, "
+         f"{len(data.items):,} events -> {folder}{note}")
+    workdir = wh.model_workdir(name, version)
+    result = train(model, data, fit, workdir, resume=resume, echo=echo, meta={"version": version, **(meta or {})})
+    wh.swap_in(workdir, folder)
+    result = replace(result, folder=folder)
+    rows = evaluate_model(cfg, mc, model, data, version) if evaluate else []
+    return result, rows
+
+
+def evaluate_model(cfg: Config, mc: MethodConfig, model, data: SequenceData, version: str) -> list[dict]:
+    """Full-ranking metrics of ``model`` on the valid and test splits of ``data``, written to ``metrics/``."""
+    from models.evaluate import evaluate
+    from models.trainer import pick_device
+
+    device = pick_device(mc.train)
+    model.to(device)
+    rows: list[dict] = []
+    for split in ("valid", "test"):
+        if split in data.splits:
+            res = evaluate(model, data, split, mask_seen=mc.train.mask_seen, batch_size=mc.train.eval_batch_size,
+                           device=device)
+            rows += metric_rows(res, method=mc.method, dataset=dataset_name(cfg), protocol=data.protocol,
+                                day=data.day, version=version, seed=mc.train.seed)
+    if rows:
+        write_metrics(Warehouse(cfg.warehouse), rows)
+    return rows
+
+
+def load_folder(mc: MethodConfig, folder: Path):
+    """The model stored in ``folder`` (built with ``mc``, sized by its config.json)."""
+    from models.checkpoint import load_model, read_json
+
+    meta = read_json(folder / "config.json")
+    model = build(mc, int(meta["n_items"]), int(meta.get("user_vocab", 0)))
+    load_model(model, folder)
+    return model
+
+
+def load_trained(cfg: Config, name: str, day: date, sets: list[str] = ()):
+    """The trained model of ``name`` with this configuration as of ``day``: (config, model, folder)."""
+    mc = method_config(name, cfg.methods.get(name), sets)
+    folder = version_folder(cfg, mc, day)
+    if not (folder / "model.safetensors").is_file():
+        raise ModelNotFound(f"no trained {name} as of {day} with this configuration ({folder}); "
+                            f"run `seqrep train --method {name} --date {day}{''.join(' --set ' + x for x in sets)}` first")
+    return mc, load_folder(mc, folder), folder
+
+
+def load_version(cfg: Config, method: str, version: str):
+    """The model stored as ``models/<method>/<version>`` with the configuration it was trained
+    with: (config, model, folder)."""
+    from models.checkpoint import read_json
+    from models.registry import get_method
+
+    get_method(method)
+    wh = Warehouse(cfg.warehouse)
+    folder = wh.model_folder(method, version)
+    if not (folder / "model.safetensors").is_file():
+        raise ModelNotFound(f"no trained {method} version {version!r} in {folder.parent}; "
+                            f"versions: {', '.join(wh.model_versions(method)) or 'none'}")
+    meta = read_json(folder / "config.json")
+    mc = MethodConfig(method=method, model=meta["model"], train=meta["train"])
+    return mc, load_folder(mc, folder), folder
+
+
+def evaluate_methods(cfg: Config, names: list[str], day: date, *, sets: list[str] = ()) -> list[dict]:
+    """Evaluate trained models of ``names`` as of ``day`` (one data load per protocol)."""
+    rows: list[dict] = []
+    cache: dict[str, SequenceData] = {}
+    for name in names:
+        mc, model, folder = load_trained(cfg, name, day, sets)
+        protocol = mc.train.protocol
+        if protocol not in cache:
+            cache[protocol] = load(cfg.warehouse, day, protocol)
+        rows += evaluate_model(cfg, mc, model, cache[protocol], folder.name)
+    return rows

@@ -1,0 +1,206 @@
+"""The run report of a day: ``reports/dt=D/index.html`` and its PNGs, under the warehouse.
+
+One page per day, built from what the night wrote (nothing is recomputed): rows in and out of
+every ETL stage (their manifests), every gate's result (``_gates/``), failed tasks and their
+reasons (``_runs/``), the metrics of each method's version of the day, its training curves
+(``epochs.jsonl``), and the size of each embedding table. Written atomically, so a report is
+either the previous one or the new one; rerunning a day replaces it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pipelines.core import warehouse as layout
+from pipelines.core.config import Config
+from pipelines.core.warehouse import Warehouse
+
+ETL_STAGES = ("ingest", "clean", "sessionize", "sequences", "graphs")
+
+
+def _stage_rows(wh: Warehouse, day: date) -> list[dict[str, Any]]:
+    rows = []
+    for stage in ETL_STAGES:
+        for path in wh.manifests(stage, day):
+            m = json.loads(path.read_text())
+            rows.append({"stage": stage, "partition": str(path.parent.relative_to(wh.root / layout.MANIFESTS)),
+                         "rows in": m.get("rows_in"), "rows out": m.get("rows_out"),
+                         "quarantined": m.get("rows_quarantined", 0),
+                         "reasons": ", ".join(f"{k} {v:,}" for k, v in (m.get("quarantine_by_reason") or {}).items())})
+    return rows
+
+
+def _gate_rows(wh: Warehouse, day: date) -> list[dict[str, Any]]:
+    rows = []
+    for path in wh.gate_results(day):
+        g = json.loads(path.read_text())
+        failed = [o for o in g["outcomes"] if not o["success"]]
+        where = path.parent.relative_to(wh.root / layout.GATES)
+        rows.append({"gate": str(where), "result": "passed" if g["passed"] else "FAILED",
+                     "expectations": f"{len(g['outcomes']) - len(failed)}/{len(g['outcomes'])} met",
+                     "detail": "; ".join(f"{o['expectation']}: {o.get('observed') or o.get('unexpected')}"
+                                         for o in failed)[:400]})
+    return rows
+
+
+def _metric_rows(wh: Warehouse, day: date) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    rows = []
+    for path in wh.metrics_files(day):
+        method = path.parent.parent.name.split("=", 1)[1]
+        values = {(r["split"], r["metric"], r["k"]): r["value"] for r in pq.read_table(path).to_pylist()}
+        cfg_path = wh.model_folder(method, path.stem) / "config.json"
+        meta = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+        rows.append({"method": method, "version": path.stem,
+                     "training": "warm start" if meta.get("warm_start_from") else "full",
+                     "epochs": meta.get("epochs"), "train s": meta.get("train_seconds"),
+                     **{f"{s} {m.upper()}@10": values.get((s, m, 10)) for s in ("valid", "test")
+                        for m in ("hr", "ndcg", "mrr")}})
+    return rows
+
+
+def _table_sizes(wh: Warehouse, day: date) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    rows = []
+    for kind in ("users", "items"):
+        for part in wh.embedding_partitions(kind, day):
+            files = sorted(part.glob("*.parquet"))
+            meta = [pq.read_metadata(f) for f in files]
+            published = wh.publish_record(part.parent.name.split("=", 1)[1], day)
+            rows.append({"table": f"embeddings/{kind}", "method": part.parent.name.split("=", 1)[1],
+                         "rows": sum(m.num_rows for m in meta), "MB": round(sum(f.stat().st_size for f in files) / 2**20, 2),
+                         "published": "yes" if published else "no"})
+    return rows
+
+
+def _chain(wh: Warehouse, method: str, version: str) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The version's training log, preceded by those it was warm-started from back to its last
+    full retrain: [(version, epochs)], oldest first."""
+    out: list[tuple[str, list[dict[str, Any]]]] = []
+    seen = set()
+    while version and version not in seen:
+        seen.add(version)
+        folder = wh.model_folder(method, version)
+        if not (folder / "config.json").is_file():
+            break
+        log = [json.loads(line) for line in (folder / "epochs.jsonl").read_text().splitlines() if line.strip()] \
+            if (folder / "epochs.jsonl").is_file() else []
+        out.append((version, log))
+        version = json.loads((folder / "config.json").read_text()).get("warm_start_from")
+    return out[::-1]
+
+
+def _plot_curves(wh: Warehouse, metric_rows: list[dict[str, Any]], out: Path) -> str | None:
+    """Loss and validation NDCG@10 per epoch; a warm-started version continues the curve of the
+    versions it started from (dotted lines mark the nights)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    curves = {r["method"]: _chain(wh, r["method"], r["version"]) for r in metric_rows}
+    curves = {m: c for m, c in curves.items() if any(log for _, log in c)}
+    if not curves:
+        return None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for method, chain in curves.items():
+        x, loss, ndcg, nights = [], [], [], []
+        for _, log in chain:
+            nights.append(len(x) + 0.5)
+            for e in log:
+                x.append(len(x) + 1)
+                loss.append(e["loss"])
+                ndcg.append(e["valid_ndcg@10"])
+        line, = ax1.plot(x, loss, marker="o", markersize=3, label=method)
+        ax2.plot(x, ndcg, marker="o", markersize=3, label=method, color=line.get_color())
+        for n in nights[1:]:
+            for ax in (ax1, ax2):
+                ax.axvline(n, color=line.get_color(), linestyle=":", alpha=0.5)
+    ax1.set(title="training loss", xlabel="epoch (since the last full retrain)")
+    ax2.set(title="validation NDCG@10", xlabel="epoch (since the last full retrain)")
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=90)
+    plt.close(fig)
+    return "curves.png"
+
+
+def _plot_metrics(metric_rows: list[dict[str, Any]], out: Path) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in metric_rows if r.get("test NDCG@10") is not None]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(rows) + 2), 3.2))
+    names = [r["method"] for r in rows]
+    x = range(len(rows))
+    ax.bar([i - 0.2 for i in x], [r["test HR@10"] for r in rows], width=0.4, label="HR@10")
+    ax.bar([i + 0.2 for i in x], [r["test NDCG@10"] for r in rows], width=0.4, label="NDCG@10")
+    ax.set_xticks(list(x), names)
+    ax.set(title="test metrics (full ranking)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "metrics.png", dpi=90)
+    plt.close(fig)
+    return "metrics.png"
+
+
+def _html_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p><em>none</em></p>"
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:,.2f}" if abs(v) >= 1 else f"{v:.4f}"
+        if isinstance(v, int):
+            return f"{v:,}"
+        return html.escape("" if v is None else str(v))
+
+    cols = list(rows[0])
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td class='{'FAILED' if r.get(c) == 'FAILED' else ''}'>{cell(r.get(c))}</td>"
+                                    for c in cols) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:0.5em 0 1.5em}"
+         "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}th{background:#f3f3f3}"
+         "td.FAILED{color:#b00;font-weight:bold}img{max-width:100%}")
+
+
+def write_report(cfg: Config, day: date) -> Path:
+    """Write the report of ``day`` (module docstring); returns its ``index.html``."""
+    wh = Warehouse(cfg.warehouse)
+    target = wh.report_folder(day)
+    wh.write_folder(target, lambda staged: _write_page(wh, day, staged))
+    return target / "index.html"
+
+
+def _write_page(wh: Warehouse, day: date, out: Path) -> None:
+    metrics = _metric_rows(wh, day)
+    images = [p for p in (_plot_metrics(metrics, out), _plot_curves(wh, metrics, out)) if p]
+    failures = wh.failure_records(day)
+    sections = [
+        ("Stages", _html_table(_stage_rows(wh, day))),
+        ("Gates", _html_table(_gate_rows(wh, day))),
+        ("Failed tasks", _html_table(failures) if failures else "<p>none</p>"),
+        ("Methods", _html_table(metrics) + "".join(f"<img src='{i}' alt='{i}'>" for i in images)),
+        ("Embedding tables", _html_table(_table_sizes(wh, day))),
+    ]
+    body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
+    (out / "index.html").write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>seqrep {day}</title><style>{STYLE}</style></head>"
+        f"<body><h1>seqrep nightly run — {day}</h1><p>warehouse: {html.escape(str(wh.root))}</p>{body}</body></html>\n")

@@ -1,0 +1,163 @@
+"""A night's model steps, one method and one day at a time: what the nightly DAG's tasks run
+(each as its own ``seqrep`` process) and what ``seqrep backfill`` (``backfill.py``) runs day after day.
+
+    train -> evaluate -> regression gate -> infer -> embeddings gate -> publish
+
+- ``train``: warm start from the method's last published version (its weights, vocabularies
+  grown, ``nightly.warm_epochs`` epochs on the data as of the day), or a full retrain when there is
+  none, the configuration changed, or the last full one is ``nightly.full_retrain_days`` old.
+- ``regression_gate``: the new version's test NDCG@10 against the last published version's; a drop
+  of more than ``nightly.max_ndcg_drop`` (relative) stops the night for that method, and the last
+  published tables stay the live ones.
+- ``publish``: the item index, then the publish record ``_manifests/stage=publish/model=M/dt=D``,
+  which names the version that is live from that day on (queries read published days). Tables
+  not yet gated since inference wrote them are gated first; tables that failed are refused.
+
+Every step reads only what exists up to its day: sequences as of D, the model trained on D,
+publish records of days before D. A backfilled day therefore computes what that day's nightly
+run computed, whatever later days the warehouse already holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, Callable
+
+from pipelines.core.config import Config
+from pipelines.core.errors import GateFailed, WarehouseError
+from pipelines.core.warehouse import Warehouse
+
+Echo = Callable[[str], None]
+
+
+class StepError(WarehouseError, ValueError):
+    """A step cannot run as asked (an earlier step's output is missing); the message says which."""
+
+
+def _version_folder(cfg: Config, method: str, day: date) -> Path:
+    """The folder of ``method``'s version for ``day`` with the run's configuration."""
+    from models.registry import method_config
+    from pipelines.modeling.train import version_folder
+
+    return version_folder(cfg, method_config(method, cfg.methods.get(method)), day)
+
+
+def train(cfg: Config, method: str, day: date, *, echo: Echo = print) -> dict[str, Any]:
+    """Train ``method``'s version for ``day``: warm-started or fully retrained (module docstring)."""
+    from pipelines.modeling.train import train_method
+
+    warm, full_day, why = warm_start(cfg, method, day)
+    echo(f"{method} {day}: {'full retrain' if warm is None else 'incremental'} ({why})")
+    result, _ = train_method(cfg, method, day, echo=echo, warm=warm, evaluate=False, meta={
+        "full_day": full_day.isoformat(), "warm_start_from": warm.folder.name if warm else None})
+    return {"version": result.folder.name, "epochs": result.epochs, "seconds": round(result.seconds, 2),
+            "warm_start": warm is not None}
+
+
+def warm_start(cfg: Config, method: str, day: date):
+    """(``WarmStart`` or None, the day of the last full retrain, why): the nightly policy."""
+    from models.registry import get_method
+    from pipelines.modeling.train import WarmStart
+
+    night, wh = cfg.nightly, Warehouse(cfg.warehouse)
+    last = wh.last_published(method, day)
+    if last is None:
+        return None, day, "first version"
+    folder = _version_folder(cfg, method, day)
+    last_full = date.fromisoformat(last["full_day"])
+    if not night.warm_start or not get_method(method).learned:
+        return None, day, "warm start off"
+    if last["model_version"].rsplit("-", 1)[-1] != folder.name.rsplit("-", 1)[-1]:
+        return None, day, f"configuration changed since {last['model_version']}"
+    if (day - last_full).days >= night.full_retrain_days:
+        return None, day, f"last full retrain {last_full} is {(day - last_full).days} days old"
+    return (WarmStart(wh.root / last["model_folder"], night.warm_epochs), last_full,
+            f"warm start from {last['model_version']}")
+
+
+def evaluate(cfg: Config, method: str, day: date) -> list[dict[str, Any]]:
+    """Full-ranking metrics of the day's version on valid and test (written to ``metrics/``)."""
+    from pipelines.modeling.train import evaluate_methods
+
+    return evaluate_methods(cfg, [method], day)
+
+
+def regression_gate(cfg: Config, method: str, day: date) -> dict[str, Any]:
+    """The regression gate of the day's version (``pipelines/gates/regression.py``)."""
+    from pipelines.gates.regression import run_regression_gate
+
+    return run_regression_gate(cfg, method, day)
+
+
+def infer(cfg: Config, method: str, day: date, *, echo: Echo = print) -> dict[str, Any]:
+    """The day's user and item embedding tables (``pipelines/modeling/infer.py``)."""
+    from pipelines.modeling.infer import infer as write_tables
+
+    return write_tables(cfg, method, day, echo=echo)
+
+
+def validate_embeddings(cfg: Config, method: str, day: date, *, echo: Echo = print) -> None:
+    from pipelines.gates.registry import run_embeddings_gate
+
+    echo(run_embeddings_gate(cfg, method, day).summary())
+
+
+def publish(cfg: Config, method: str, day: date, *, echo: Echo = print) -> dict[str, Any]:
+    """Build the item index of the day's tables and write the publish record (module docstring)."""
+    from models.checkpoint import read_json
+    from pipelines.modeling.metrics import ndcg_at_10
+    from pipelines.serving.index import publish_index
+
+    wh = Warehouse(cfg.warehouse)
+    inferred = wh.read_manifest("infer", f"model={method}/dt={day.isoformat()}")
+    if inferred is None:
+        raise StepError(f"no embeddings of {method} as of {day}: run `seqrep infer --method {method} --date {day}`")
+    gate = wh.gate_result_path("embeddings", day, f"model={method}")
+    result = wh.read_gate_result("embeddings", day, f"model={method}")
+    if result is None or gate.stat().st_mtime < wh.manifest_path("infer", f"model={method}/dt={day.isoformat()}").stat().st_mtime:
+        validate_embeddings(cfg, method, day, echo=echo)  # not gated since inference wrote them (e.g. by hand)
+    elif not result["passed"]:
+        raise GateFailed(f"the embeddings of {method} as of {day} failed their gate ({gate.with_suffix('.md')})")
+    version = inferred["model_version"]
+    folder = wh.model_folder(method, version)
+    meta = read_json(folder / "config.json")
+    index = publish_index(cfg, method, day)
+    record = {
+        "stage": "publish", "method": method, "asof": day.isoformat(), "model_version": version,
+        "model_folder": str(folder.relative_to(wh.root)), "trained_day": str(meta["day"]),
+        "full_day": meta.get("full_day", str(meta["day"])), "warm_start_from": meta.get("warm_start_from"),
+        "test_ndcg@10": ndcg_at_10(wh, method, date.fromisoformat(str(meta["day"])), version),
+        "users": inferred["users"], "items": inferred["items"], "dim": inferred["dim"],
+        "index": str(index.relative_to(wh.root)),
+    }
+    wh.write_publish_record(method, day, record)
+    echo(f"published {method} {version} as of {day}: {record['users']:,} users, {record['items']:,} items, "
+         f"test NDCG@10 {record['test_ndcg@10']:.4f}")
+    return record
+
+
+@dataclass
+class DayOutcome:
+    day: date
+    published: list[str]
+    blocked: dict[str, str]
+
+
+def run_methods(cfg: Config, day: date, methods: list[str], *, echo: Echo = print) -> DayOutcome:
+    """Every step for each method of the day; a failed gate stops that method's night only."""
+    outcome = DayOutcome(day, [], {})
+    for method in methods:
+        try:
+            train(cfg, method, day, echo=echo)
+            evaluate(cfg, method, day)
+            regression_gate(cfg, method, day)
+            infer(cfg, method, day, echo=echo)
+            validate_embeddings(cfg, method, day, echo=echo)
+            publish(cfg, method, day, echo=echo)
+            outcome.published.append(method)
+        except GateFailed as exc:
+            echo(f"{method} {day}: not published: {exc}")
+            outcome.blocked[method] = str(exc)
+    return outcome

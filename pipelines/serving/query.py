@@ -1,0 +1,268 @@
+"""Queries on the warehouse and its embedding tables: SQL (DuckDB) and nearest neighbours (FAISS).
+
+The Python API mirrors ``seqrep query``::
+
+    from pipelines.serving.query import Query
+
+    q = Query("warehouse")
+    q.sql("SELECT model, dt, count(*) AS users FROM user_embeddings GROUP BY ALL")
+    q.user("196", method="sasrec")                  # the user's vector and its metadata
+    q.similar_items("50", method="sasrec", k=10)    # nearest items by <v_i, v_j>
+    q.similar_users("196", method="sasrec", k=10)
+    q.recommend("196", method="sasrec", k=10)       # by <u, v_i>, the user's seen items excluded
+
+``day=None`` means the newest day with embeddings of that method (each result says which day).
+
+Safety: every query runs on a read-only DuckDB connection that holds only the views of
+``sql/views.sql``; file access is limited to the warehouse and the configuration is locked.
+User SQL must be one SELECT whose tables are those views (or its own CTEs) and whose table
+functions are generators (``range``, ``generate_series``, ``unnest``): ``DROP``, ``COPY``,
+``ATTACH``, ``SET`` and file-reading functions such as ``read_csv`` are refused before they run.
+Ids, methods and dates are always bound parameters, never formatted into SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.core.errors import UsageError
+from pipelines.core.sqlfiles import load_sql, sql_literal
+from pipelines.core.warehouse import Warehouse
+
+VIEWS = ("events", "sessions", "sequences", "metrics", "user_embeddings", "item_embeddings", "user_items")
+#: Table functions user SQL may call: generators that read no files.
+ALLOWED_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
+
+
+class QueryError(UsageError):
+    """A query that cannot run: unknown id, method or date, or SQL that is not a read of the views."""
+
+
+def connect(warehouse: str | Path):
+    """A read-only DuckDB connection with the warehouse views (``sql/views.sql``), file access
+    limited to the warehouse, configuration locked. Returns (connection, views created)."""
+    import duckdb
+
+    wh = Warehouse(warehouse)
+    if not wh.root.is_dir():
+        raise QueryError(f"no warehouse at {wh.root}")
+    tmp = Path(tempfile.mkdtemp(prefix="seqrep-views-"))
+    try:
+        db = tmp / "views.duckdb"
+        created = []
+        with duckdb.connect(str(db)) as con:
+            for statement in _statements(load_sql("views")):
+                name = re.search(r"CREATE VIEW (\w+)", statement).group(1)
+                try:
+                    con.execute(statement.replace(":root", sql_literal(str(wh.root))))
+                    created.append(name)
+                except duckdb.IOException:  # the table has no files yet
+                    continue
+        con = duckdb.connect(str(db), read_only=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the open connection keeps its file
+    con.execute("SET allowed_directories = $1", [[str(wh.root) + "/"]])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con, created
+
+
+def _statements(text: str) -> list[str]:
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in body.split(";") if s.strip()]
+
+
+def check_select(con, query: str, views: tuple[str, ...] | list[str]) -> None:
+    """Refuse anything but one SELECT over ``views`` (see the module docstring)."""
+    import duckdb
+
+    try:
+        statements = con.extract_statements(query)
+    except duckdb.Error as exc:
+        raise QueryError(f"SQL does not parse: {exc}") from None
+    if len(statements) != 1:
+        raise QueryError(f"one statement per query, got {len(statements)}")
+    kind = str(statements[0].type).rsplit(".", 1)[-1]
+    if kind != "SELECT":
+        raise QueryError(f"only SELECT queries run here (read-only); got {kind}")
+    tree = json.loads(con.execute("SELECT json_serialize_sql($1)", [query]).fetchall()[0][0])
+    if tree.get("error"):
+        raise QueryError(f"only SELECT queries run here: {tree.get('error_message')}")
+    ctes: set[str] = set()
+    tables: list[str] = []
+    functions: list[str] = []
+    stack: list[Any] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            if node.get("type") == "BASE_TABLE":
+                tables.append(str(node.get("table_name", "")))
+            elif node.get("type") == "TABLE_FUNCTION":
+                functions.append(str((node.get("function") or {}).get("function_name", "")))
+            cte_map = node.get("cte_map")
+            if isinstance(cte_map, dict):
+                ctes.update(str(entry.get("key")) for entry in cte_map.get("map", []))
+            stack.extend(node.values())
+    for name in functions:
+        if name.lower() not in ALLOWED_TABLE_FUNCTIONS:
+            raise QueryError(f"table function {name}() is not allowed: query the views ({', '.join(views)})")
+    for name in tables:
+        if name not in ctes and name.lower() not in views:
+            raise QueryError(f"unknown table {name!r}: the views are {', '.join(views)}")
+
+
+class Query:
+    """Read-only queries on one warehouse (see the module docstring)."""
+
+    def __init__(self, warehouse: str | Path, ef_search: int | None = None):
+        self.wh = Warehouse(warehouse)
+        self.con, self.views = connect(self.wh.root)
+        self.ef_search = ef_search
+        self._indexes: dict[tuple[str, date], Any] = {}
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> "Query":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- SQL ---------------------------------------------------------------------------------------
+    def sql(self, query: str, params: list | dict | None = None):
+        """Rows of a SELECT over the views, as a pyarrow Table; ``params`` bind ``?``/``$name`` markers."""
+        import duckdb
+
+        check_select(self.con, query, self.views)
+        try:
+            return self.con.sql(query, params=params).to_arrow_table()
+        except duckdb.CatalogException as exc:
+            raise QueryError(f"{str(exc).splitlines()[0]} (views here: {', '.join(self.views) or 'none yet'})") from None
+        except duckdb.Error as exc:
+            raise QueryError(str(exc).splitlines()[0]) from None
+
+    # -- embeddings ----------------------------------------------------------------------------------
+    def methods(self) -> list[str]:
+        """Methods with published embeddings (``seqrep publish``: gated, indexed, recorded)."""
+        return self.wh.published_methods()
+
+    def days(self, method: str) -> list[date]:
+        """Days with published embeddings of ``method``."""
+        if method not in self.methods():
+            have = ", ".join(self.methods()) or "none"
+            raise QueryError(f"no published embeddings of method {method!r} in {self.wh.root} (published: {have}); "
+                             f"run `seqrep infer --method {method}` then `seqrep publish --method {method}`")
+        return self.wh.published_days(method)
+
+    def resolve_day(self, method: str, day: date | str | None) -> date:
+        days = self.days(method)
+        if day is None:
+            return days[-1]
+        day = date.fromisoformat(day) if isinstance(day, str) else day
+        if day not in days:
+            raise QueryError(f"no {method} embeddings as of {day}; days: {', '.join(map(str, days))}")
+        return day
+
+    def user(self, user_id: str, method: str, day: date | str | None = None) -> dict[str, Any]:
+        """A user's row of the user table: vector and metadata."""
+        d = self.resolve_day(method, day)
+        rows = self.con.execute(
+            "SELECT user_id, user_idx, model AS method, dt, model_version, dim, n_events, fold_in, vector "
+            "FROM user_embeddings WHERE model = $m AND dt = $d AND user_id = $id",
+            {"m": method, "d": d, "id": str(user_id)}).fetchall()
+        if not rows:
+            raise QueryError(f"user {user_id!r} has no {method} embedding as of {d} (unknown id, or no events up to {d})")
+        cols = ("user_id", "user_idx", "method", "dt", "model_version", "dim", "n_events", "fold_in", "vector")
+        out = dict(zip(cols, rows[0]))
+        out["vector"] = [float(x) for x in out["vector"]]
+        return out
+
+    def _item(self, item_id: str, method: str, d: date, domain: str | None) -> tuple[int, np.ndarray]:
+        rows = self.con.execute(
+            "SELECT item_idx, domain, vector FROM item_embeddings WHERE model = $m AND dt = $d AND item_id = $id "
+            "AND ($dom IS NULL OR domain = $dom)", {"m": method, "d": d, "id": str(item_id), "dom": domain}).fetchall()
+        if not rows:
+            raise QueryError(f"item {item_id!r}{f' in domain {domain!r}' if domain else ''} has no {method} embedding "
+                             f"as of {d} (unknown id, or first seen after the model's day)")
+        if len(rows) > 1:
+            raise QueryError(f"item id {item_id!r} exists in domains {sorted(r[1] for r in rows)}: pass a domain")
+        return int(rows[0][0]), np.asarray(rows[0][2], dtype=np.float32)
+
+    def _index(self, method: str, d: date):
+        from pipelines.serving.index import load_index
+
+        if (method, d) not in self._indexes:
+            self._indexes[(method, d)] = load_index(self.wh, method, d, self.ef_search)
+        return self._indexes[(method, d)]
+
+    def _items_by_idx(self, method: str, d: date, idx: list[int]) -> dict[int, tuple[str, str]]:
+        rows = self.con.execute(
+            "SELECT item_idx, domain, item_id FROM item_embeddings WHERE model = $m AND dt = $d "
+            "AND list_contains($idx, item_idx)", {"m": method, "d": d, "idx": idx}).fetchall()
+        return {int(i): (dom, item) for i, dom, item in rows}
+
+    def _ranked_items(self, method: str, d: date, query: np.ndarray, k: int, exclude: set[int]) -> list[dict[str, Any]]:
+        index = self._index(method, d)
+        want = k + len(exclude)
+        while True:
+            scores, ids = index.search(query[None, :], want)
+            hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in exclude]
+            if len(hits) >= k or (ids[0] < 0).any() or want >= index.index.ntotal:
+                break
+            want = min(2 * want, index.index.ntotal)  # an approximate index may return excluded items first
+        hits = hits[:k]
+        names = self._items_by_idx(method, d, [i for i, _ in hits])
+        return [{"rank": r + 1, "domain": names[i][0], "item_id": names[i][1], "item_idx": i, "score": s,
+                 "method": method, "dt": d} for r, (i, s) in enumerate(hits)]
+
+    def similar_items(self, item_id: str, method: str, k: int = 10, day: date | str | None = None,
+                      domain: str | None = None) -> list[dict[str, Any]]:
+        """The ``k`` items with the largest ``<v_i, v_j>`` (the item itself excluded)."""
+        d = self.resolve_day(method, day)
+        idx, vec = self._item(item_id, method, d, domain)
+        return self._ranked_items(method, d, vec, _k(k), {idx})
+
+    def recommend(self, user_id: str, method: str, k: int = 10, day: date | str | None = None) -> list[dict[str, Any]]:
+        """The ``k`` items with the largest ``<u, v_i>`` among those the user has no event on up to the day."""
+        d = self.resolve_day(method, day)
+        u = self.user(user_id, method, d)
+        seen = {int(r[0]) for r in self.con.execute(
+            "SELECT DISTINCT item_idx FROM user_items WHERE user_idx = $u AND dt <= $d",
+            {"u": u["user_idx"], "d": d}).fetchall()} if "user_items" in self.views else set()
+        return self._ranked_items(method, d, np.asarray(u["vector"], np.float32), _k(k), seen)
+
+    def similar_users(self, user_id: str, method: str, k: int = 10, day: date | str | None = None) -> list[dict[str, Any]]:
+        """The ``k`` users with the largest ``<u, u'>`` (exact search over the day's user table)."""
+        import faiss
+
+        d = self.resolve_day(method, day)
+        me = self.user(user_id, method, d)
+        tbl = self.con.sql("SELECT user_idx, user_id, vector FROM user_embeddings WHERE model = $m AND dt = $d",
+                           params={"m": method, "d": d}).to_arrow_table()
+        vectors = tbl.column("vector").combine_chunks()
+        v = np.ascontiguousarray(vectors.values.to_numpy().reshape(len(tbl), -1), dtype=np.float32)
+        index = faiss.IndexFlatIP(v.shape[1])
+        index.add(v)
+        k = _k(k)
+        scores, rows = index.search(np.asarray([me["vector"]], np.float32), min(k + 1, len(v)))
+        user_idx, ids = tbl.column("user_idx").to_numpy(), tbl.column("user_id").to_pylist()
+        hits = [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0 and user_idx[r] != me["user_idx"]][:k]
+        return [{"rank": n + 1, "user_id": ids[r], "user_idx": int(user_idx[r]), "score": s, "method": method, "dt": d}
+                for n, (r, s) in enumerate(hits)]
+
+
+def _k(k: int) -> int:
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise QueryError(f"k must be a positive integer, got {k!r}")
+    return int(k)
