@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # pip's config on some machines names index folders that do not exist; its warnings are noise.
 PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: install demo test bench lock clean
+.PHONY: install demo test wheel-check lint bench lock clean
 
 install: $(STAMP)
 
@@ -28,6 +28,14 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# `pip install .` (not editable) into a fresh venv, then a synthetic day and a training run from another folder.
+wheel-check:
+	PYTHON=$(PYTHON) bash .ci/wheel-check
+
+# The import contracts of pyproject.toml (also checked by tests/test_architecture.py).
+lint: install
+	$(VENV)/bin/lint-imports
 
 bench: install
 	$(PY) bench/etl.py

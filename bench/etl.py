@@ -2,7 +2,7 @@
 
 For each size (events), the script:
 
-1. writes synthetic logs (``pipelines.synthetic``; users and items scale with the size);
+1. writes synthetic logs (``pipelines.etl.synthetic_logs``; users and items scale with the size);
 2. runs the whole ETL with Spark (ingest -> clean -> sessionize -> sequences -> graphs) and
    reports seconds per stage and events/s;
 3. runs the same sessionization and item-transition SQL (``sql/sessionize.sql``,
@@ -32,16 +32,15 @@ from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.etl import ingest  # noqa: E402
+from pipelines.etl import ingest
 
-from pipelines.nightly import etl  # noqa: E402
-from pipelines.core.config import Config, SyntheticConfig  # noqa: E402
-from pipelines.etl.sessionize import build_sessions  # noqa: E402
-from pipelines.etl.spark import get_spark  # noqa: E402
-from pipelines.core.sqlfiles import duckdb_sql, spark_sql  # noqa: E402
-from pipelines.core.warehouse import Warehouse  # noqa: E402
+from pipelines.nightly import etl
+from pipelines.core.config import Config, SyntheticConfig
+from pipelines.etl.sessionize import build_sessions
+from pipelines.etl.spark import get_spark
+from pipelines.core.sqlfiles import duckdb_sql, spark_sql
+from pipelines.core.warehouse import Warehouse
 
 
 def _pss(pid: int) -> tuple[int, int]:
@@ -176,53 +175,60 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="scratch folder (default: a temp folder, removed after)")
     ap.add_argument("--json", dest="json_out", help="write the results here as JSON")
     args = ap.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="seqrep-bench-"))
     cfg = Config(warehouse=work / "wh")
     spark = get_spark(cfg.spark)
-    results = []
     try:
-        for n in sizes:
-            logs = work / f"logs-{n}"
-            shutil.rmtree(logs, ignore_errors=True)
-            # In a child process, so the generator's memory is not counted as the ETL's.
-            syn = synthetic_for(n, args.days)
-            subprocess.run([sys.executable, "-m", "pipelines.cli", "generate", "--out", str(logs),
-                            "--start", syn.start_date.isoformat(), "--days", str(syn.days),
-                            "--events-per-day", str(syn.events_per_day), "--users", str(syn.users),
-                            "--items-per-domain", str(syn.items_per_domain), "--seed", str(syn.seed)], check=True)
-            runs, spark_sql_s, duck_s, peaks, peaks_files = [], [], [], [], []
-            check = {}
-            for r in range(args.repeats):
-                with PeakRSS() as mem:
-                    runs.append(run_etl(spark, cfg, logs))
-                    spark_sql_s.append(spark_sessions_and_edges(spark, cfg, work / "spark-out"))
-                peaks.append(mem.peak)
-                peaks_files.append(mem.peak_with_files)
-                duck_s.append(duckdb_sessions_and_edges(cfg, work / "duck-out", threads=os.cpu_count() or 2))
-                if r == 0:
-                    check = same_results(work / "spark-out", work / "duck-out")
-                total = sum(runs[-1].values())
-                print(f"[{n:,} events, run {r + 1}] etl {total:.1f}s ({n / total:,.0f} events/s) "
-                      f"{ {k: round(v, 1) for k, v in runs[-1].items()} }; sessionize+edges spark {spark_sql_s[-1]:.1f}s "
-                      f"duckdb {duck_s[-1]:.1f}s; peak memory {mem.peak / 2**30:.2f} GiB (python {mem.peak_python / 2**30:.2f}, "
-                      f"JVM {mem.peak_children / 2**30:.2f}; {mem.peak_with_files / 2**30:.2f} with mapped files)", flush=True)
-            med = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
-            total = statistics.median(sum(run.values()) for run in runs)
-            res = {
-                "events": n, "stages_s": med, "etl_s": total,
-                "events_per_s": n / total, "spark_sessionize_edges_s": statistics.median(spark_sql_s),
-                "duckdb_sessionize_edges_s": statistics.median(duck_s),
-                "spark_over_duckdb": statistics.median(spark_sql_s) / statistics.median(duck_s),
-                "peak_rss_gib": max(peaks) / 2**30, "peak_rss_with_files_gib": max(peaks_files) / 2**30,
-                "repeats": args.repeats, **check,
-            }
-            results.append(res)
-            shutil.rmtree(logs, ignore_errors=True)
+        results = [bench_size(spark, cfg, work, n, args.days, args.repeats) for n in map(int, args.sizes.split(","))]
     finally:
         spark.stop()
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
+    print_table(results)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=2))
+
+
+def bench_size(spark, cfg: Config, work: Path, n: int, days: int, repeats: int) -> dict:
+    """``repeats`` runs of the ETL on ``n`` synthetic events over ``days`` days, and the
+    sessionize + edges comparison with DuckDB; medians and the peak memory."""
+    logs = work / f"logs-{n}"
+    shutil.rmtree(logs, ignore_errors=True)
+    # In a child process, so the generator's memory is not counted as the ETL's.
+    syn = synthetic_for(n, days)
+    subprocess.run([sys.executable, "-m", "pipelines.cli", "generate", "--out", str(logs),
+                    "--start", syn.start_date.isoformat(), "--days", str(syn.days),
+                    "--events-per-day", str(syn.events_per_day), "--users", str(syn.users),
+                    "--items-per-domain", str(syn.items_per_domain), "--seed", str(syn.seed)], check=True)
+    runs, spark_sql_s, duck_s, peaks, peaks_files = [], [], [], [], []
+    check = {}
+    for r in range(repeats):
+        with PeakRSS() as mem:
+            runs.append(run_etl(spark, cfg, logs))
+            spark_sql_s.append(spark_sessions_and_edges(spark, cfg, work / "spark-out"))
+        peaks.append(mem.peak)
+        peaks_files.append(mem.peak_with_files)
+        duck_s.append(duckdb_sessions_and_edges(cfg, work / "duck-out", threads=os.cpu_count() or 2))
+        if r == 0:
+            check = same_results(work / "spark-out", work / "duck-out")
+        total = sum(runs[-1].values())
+        print(f"[{n:,} events, run {r + 1}] etl {total:.1f}s ({n / total:,.0f} events/s) "
+              f"{ {k: round(v, 1) for k, v in runs[-1].items()} }; sessionize+edges spark {spark_sql_s[-1]:.1f}s "
+              f"duckdb {duck_s[-1]:.1f}s; peak memory {mem.peak / 2**30:.2f} GiB (python {mem.peak_python / 2**30:.2f}, "
+              f"JVM {mem.peak_children / 2**30:.2f}; {mem.peak_with_files / 2**30:.2f} with mapped files)", flush=True)
+    shutil.rmtree(logs, ignore_errors=True)
+    total = statistics.median(sum(run.values()) for run in runs)
+    return {
+        "events": n, "stages_s": {k: statistics.median(run[k] for run in runs) for k in runs[0]}, "etl_s": total,
+        "events_per_s": n / total, "spark_sessionize_edges_s": statistics.median(spark_sql_s),
+        "duckdb_sessionize_edges_s": statistics.median(duck_s),
+        "spark_over_duckdb": statistics.median(spark_sql_s) / statistics.median(duck_s),
+        "peak_rss_gib": max(peaks) / 2**30, "peak_rss_with_files_gib": max(peaks_files) / 2**30,
+        "repeats": repeats, **check,
+    }
+
+
+def print_table(results: list[dict]) -> None:
     print("\n| events | ETL s (median) | events/s | Spark sessionize+edges s | DuckDB s | Spark/DuckDB "
           "| peak memory GiB (+ mapped files) | same rows |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |")
@@ -237,8 +243,6 @@ def main() -> None:
               f"for x{b['events'] / a['events']:.0f} the events")
     print("stages (median s): " + "; ".join(f"{r['events']:,}: {json.dumps({k: round(v, 1) for k, v in r['stages_s'].items()})}"
                                             for r in results))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

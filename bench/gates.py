@@ -19,16 +19,14 @@ import time
 from datetime import date
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from etl import synthetic_for  # noqa: E402  (bench/etl.py)
+from etl import synthetic_for  # bench/etl.py (the script's folder is on the path)
 
-from pipelines.nightly import etl as etl_stages  # noqa: E402
-from pipelines.etl import ingest  # noqa: E402
-from pipelines.core.config import Config  # noqa: E402
-from pipelines.gates.registry import AFTER_STAGE, run_gate  # noqa: E402
-from pipelines.etl.spark import get_spark  # noqa: E402
+from pipelines.nightly import etl as etl_stages
+from pipelines.etl import ingest
+from pipelines.core.config import Config
+from pipelines.gates.registry import AFTER_STAGE, run_gate
+from pipelines.etl.spark import get_spark
 
 
 def main() -> None:

@@ -9,7 +9,6 @@ Run: ``bash bench/gpu_check.sh`` (defaults: 20k users x 200 events, 20k items, 3
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from datetime import date
@@ -17,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def synthetic(users: int, length: int, items: int, seed: int = 0):

@@ -1,6 +1,6 @@
 """Incremental training: warm start vs full retrain, night after night, on quality and time.
 
-Both arms run the nightly steps of ``pipelines/nightly.py`` (train, evaluate, regression gate,
+Both arms run the nightly steps of ``pipelines/nightly/steps.py`` (train, evaluate, regression gate,
 infer, embeddings gate, publish) over the same days, each in its own copy of the warehouse's
 ETL tables (hard links, not copies of the files):
 
@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 ETL_TABLES = ("raw", "sequences", "splits", "vocab", "graphs", "items")  # what training and inference read
 
 

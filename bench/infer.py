@@ -35,14 +35,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def matmul_flops(dtype: str = "fp32", repeats: int = 7, n: int = 2048) -> float:

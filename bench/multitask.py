@@ -33,9 +33,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from bench.train import _ms  # noqa: E402
+from train import _ms  # bench/train.py (the script's folder is on the path)
 
 METRICS = ("hr", "ndcg", "mrr")
 

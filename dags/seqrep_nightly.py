@@ -7,7 +7,7 @@ connection ``seqrep_spark``: ``local[*]`` by default, a cluster by configuration
 
 ``features`` writes sequences and graphs; ``gate_features`` validates sessions, sequences and
 graphs (Great Expectations, results in ``_gates/``). Then one task group per method of the
-config's ``nightly.methods``, each task its own ``seqrep`` process (``pipelines/nightly.py``), the
+config's ``nightly.methods``, each task its own ``seqrep`` process (``pipelines/nightly/steps.py``), the
 torch ones in the ``gpu`` pool (CUDA when the worker has it, CPU otherwise)::
 
     train -> evaluate -> regression_gate -> infer -> gate_embeddings -> publish
@@ -88,7 +88,7 @@ with DAG(
             name=f"seqrep-{task_id}-{DAY}",
             conf={"spark.driver.memory": "{{ params.driver_memory }}",
                   "spark.driver.extraJavaOptions": "-Duser.timezone=UTC -XX:MaxDirectMemorySize=1g"},
-            # MALLOC_ARENA_MAX: see pipelines/spark.py (bounds the JVM's resident memory).
+            # MALLOC_ARENA_MAX: see pipelines/etl/spark.py (bounds the JVM's resident memory).
             env_vars={"MALLOC_ARENA_MAX": "2", REASON_ENV: REASON},
             depends_on_past=depends_on_past,
             **(NO_RETRY if gate else RETRY),

@@ -3,7 +3,7 @@ seqrep must do with it: quarantine rows with a reason, stop at a gate with a mes
 the input with a clear error. Every case starts from a good previous day (for drift checks).
 
 A case builds its files into a folder (``build(folder) -> rows written``). The log format is
-the synthetic generator's (``pipelines.synthetic.SYNTHETIC_COLUMNS``), read by the ``synthetic``
+the synthetic generator's (``pipelines.etl.synthetic_logs.SYNTHETIC_COLUMNS``), read by the ``synthetic``
 adapter on the nightly path (``--date``).
 """
 

@@ -162,7 +162,7 @@ def test_dag_files_import_cleanly_and_stay_light(airflow_home):
         "seqrep.embeddings.users.sasrec", "seqrep.embeddings.items.sasrec"}
     # No heavy import at module top level: parsing the file must not load Spark, torch or pandas.
     code = ("import runpy, sys; runpy.run_path(sys.argv[1]); "
-            "print(','.join(m for m in ('pyspark', 'torch', 'pandas', 'pipelines.ingest') if m in sys.modules))")
+            "print(','.join(m for m in ('pyspark', 'torch', 'pandas', 'pipelines.etl.ingest') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, str(DAGS / "seqrep_nightly.py")], capture_output=True,
                          text=True, env={**os.environ}, check=True).stdout.strip().splitlines()[-1:]
     assert out in ([], [""]), f"heavy modules imported by the DAG file: {out}"

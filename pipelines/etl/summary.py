@@ -6,6 +6,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from pipelines.core import warehouse as layout
 from pipelines.core.config import Config
 from pipelines.core.warehouse import Warehouse
 
@@ -29,8 +30,8 @@ def summary_rows(cfg: Config, days: list[date]) -> dict[str, Any]:
         tot["sessions"] += (s or {}).get("sessions", 0)
         tot["transitions"] += (g or {}).get("edges", {}).get("item_transitions", 0)
         tot["user_item"] += (g or {}).get("edges", {}).get("user_item", 0)
-    for name in ("users", "items"):
-        parts = wh.days_upto(f"vocab/{name}", days[-1])
+    for name, table in (("users", layout.VOCAB_USERS), ("items", layout.VOCAB_ITEMS)):
+        parts = wh.days_upto(table, days[-1])
         tot[name] = sum((wh.read_manifest("sequences", f"dt={d.isoformat()}") or {}).get(f"new_{name}", 0) for d in parts)
     return tot
 

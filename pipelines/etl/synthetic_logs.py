@@ -68,59 +68,12 @@ def user_names(cfg: SyntheticConfig) -> np.ndarray:
 
 def generate_day(cfg: SyntheticConfig, day: date, catalogue: dict[str, np.ndarray]) -> pa.Table:
     """One day of events (before bad rows and late arrivals), sorted by time."""
-    rng = np.random.default_rng([cfg.seed, day.toordinal()])
-    n_target = cfg.events_per_day
-    # Sessions: heavy-tailed users, geometric session lengths (mean ~8 views before the funnel).
-    mean_len = 8.0
-    n_sessions = max(1, int(n_target / (mean_len * 1.12)))
-    user_weight = 1.0 / np.arange(1, cfg.users + 1) ** 0.8
-    user_weight /= user_weight.sum()
-    s_user = rng.choice(cfg.users, n_sessions, p=user_weight)
-    s_len = rng.geometric(1.0 / mean_len, n_sessions)
-    # Session starts: a daily rhythm (more in the evening), some late enough to cross midnight.
-    hour = (rng.normal(19.0, 4.5, n_sessions) % 24.0)
-    s_start = hour * 3600.0
-    # Each session browses one category of one domain.
-    n_items = len(catalogue["item_id"])
-    s_item_seed = rng.integers(0, n_items, n_sessions)
-    s_cat = catalogue["category"][s_item_seed]
-
-    ev_session = np.repeat(np.arange(n_sessions), s_len)
-    n = len(ev_session)
-    # Seconds to minutes between clicks: lognormal gaps, cumulated within each session.
-    gaps = rng.lognormal(np.log(40.0), 1.0, n)
-    first = np.r_[0, np.cumsum(s_len)[:-1]]
-    gaps[first] = 0.0
-    cum = np.cumsum(gaps)
-    offset = cum - np.repeat(cum[first], s_len)
-    t = np.repeat(s_start, s_len) + offset
-
-    # Items: Zipf popularity within the session's category (index into the category's items).
-    cat_codes, cat_of_item = np.unique(catalogue["category"], return_inverse=True)
-    order = np.argsort(cat_of_item, kind="stable")
-    counts = np.bincount(cat_of_item, minlength=len(cat_codes))
-    starts = np.r_[0, np.cumsum(counts)[:-1]]
-    ev_cat = np.searchsorted(cat_codes, np.repeat(s_cat, s_len))
-    rank = rng.zipf(cfg.zipf_a, n) - 1
-    rank = rank % counts[ev_cat]
-    item = order[starts[ev_cat] + rank]
-    # A few clicks leave the category (cross-category transitions).
-    stray = rng.random(n) < 0.1
-    item[stray] = rng.integers(0, n_items, stray.sum())
-
-    action = np.full(n, "page_view", dtype=object)
-    # Funnel: some views are followed by a cart of the same item, some carts by a purchase.
-    cart = rng.random(n) < 0.08
-    buy = cart & (rng.random(n) < 0.3)
-    fav = (~cart) & (rng.random(n) < 0.03)
-    extra_idx = np.concatenate([np.flatnonzero(cart), np.flatnonzero(buy), np.flatnonzero(fav)])
-    extra_act = np.concatenate([
-        np.full(cart.sum(), "add_to_cart", dtype=object), np.full(buy.sum(), "purchase", dtype=object),
-        np.full(fav.sum(), "wishlist", dtype=object),
-    ])
-    extra_dt = np.concatenate([
-        rng.uniform(5, 60, cart.sum()), rng.uniform(60, 300, buy.sum()), rng.uniform(2, 30, fav.sum()),
-    ])
+    rng = np.random.default_rng([cfg.seed, day.toordinal()])  # drawn from in this order, step by step
+    s_user, s_len, s_start, s_cat = _sessions(cfg, rng, catalogue)
+    t = _click_times(rng, s_start, s_len)
+    item = _click_items(cfg, rng, catalogue, s_cat, s_len)
+    extra_idx, extra_act, extra_dt = _funnel(rng, len(t))
+    action = np.full(len(t), "page_view", dtype=object)
     all_user = np.concatenate([np.repeat(s_user, s_len), np.repeat(s_user, s_len)[extra_idx]])
     all_item = np.concatenate([item, item[extra_idx]])
     all_t = np.concatenate([t, t[extra_idx] + extra_dt])
@@ -142,6 +95,66 @@ def generate_day(cfg: SyntheticConfig, day: date, catalogue: dict[str, np.ndarra
         "site": pa.array(catalogue["domain"][all_item], pa.string()),
         "price": pa.array(catalogue["price"][all_item], pa.float64()),
     })
+
+
+def _sessions(cfg: SyntheticConfig, rng: np.random.Generator, catalogue: dict[str, np.ndarray]):
+    """Each session's user (heavy-tailed), length (geometric, mean ~8 views before the funnel),
+    start in seconds of the day and category."""
+    mean_len = 8.0
+    n_sessions = max(1, int(cfg.events_per_day / (mean_len * 1.12)))
+    user_weight = 1.0 / np.arange(1, cfg.users + 1) ** 0.8
+    user_weight /= user_weight.sum()
+    s_user = rng.choice(cfg.users, n_sessions, p=user_weight)
+    s_len = rng.geometric(1.0 / mean_len, n_sessions)
+    # Session starts: a daily rhythm (more in the evening), some late enough to cross midnight.
+    hour = (rng.normal(19.0, 4.5, n_sessions) % 24.0)
+    # Each session browses one category of one domain.
+    s_item_seed = rng.integers(0, len(catalogue["item_id"]), n_sessions)
+    return s_user, s_len, hour * 3600.0, catalogue["category"][s_item_seed]
+
+
+def _click_times(rng: np.random.Generator, s_start: np.ndarray, s_len: np.ndarray) -> np.ndarray:
+    """Seconds of the day of every view: lognormal gaps (seconds to minutes), cumulated per session."""
+    gaps = rng.lognormal(np.log(40.0), 1.0, int(s_len.sum()))
+    first = np.r_[0, np.cumsum(s_len)[:-1]]
+    gaps[first] = 0.0
+    cum = np.cumsum(gaps)
+    return np.repeat(s_start, s_len) + (cum - np.repeat(cum[first], s_len))
+
+
+def _click_items(cfg: SyntheticConfig, rng: np.random.Generator, catalogue: dict[str, np.ndarray],
+                 s_cat: np.ndarray, s_len: np.ndarray) -> np.ndarray:
+    """The item of every view: Zipf popularity within the session's category, a tenth astray."""
+    n = int(s_len.sum())
+    cat_codes, cat_of_item = np.unique(catalogue["category"], return_inverse=True)
+    order = np.argsort(cat_of_item, kind="stable")
+    counts = np.bincount(cat_of_item, minlength=len(cat_codes))
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    ev_cat = np.searchsorted(cat_codes, np.repeat(s_cat, s_len))
+    rank = rng.zipf(cfg.zipf_a, n) - 1
+    rank = rank % counts[ev_cat]
+    item = order[starts[ev_cat] + rank]
+    # A few clicks leave the category (cross-category transitions).
+    stray = rng.random(n) < 0.1
+    item[stray] = rng.integers(0, len(catalogue["item_id"]), stray.sum())
+    return item
+
+
+def _funnel(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views followed by a cart of the same item, carts by a purchase, some by a wishlist: the
+    view each follows, its action and its delay in seconds."""
+    cart = rng.random(n) < 0.08
+    buy = cart & (rng.random(n) < 0.3)
+    fav = (~cart) & (rng.random(n) < 0.03)
+    extra_idx = np.concatenate([np.flatnonzero(cart), np.flatnonzero(buy), np.flatnonzero(fav)])
+    extra_act = np.concatenate([
+        np.full(cart.sum(), "add_to_cart", dtype=object), np.full(buy.sum(), "purchase", dtype=object),
+        np.full(fav.sum(), "wishlist", dtype=object),
+    ])
+    extra_dt = np.concatenate([
+        rng.uniform(5, 60, cart.sum()), rng.uniform(60, 300, buy.sum()), rng.uniform(2, 30, fav.sum()),
+    ])
+    return extra_idx, extra_act, extra_dt
 
 
 def _spoil(table: pa.Table, cfg: SyntheticConfig, day: date) -> tuple[pa.Table, pa.Table]:
