@@ -16,11 +16,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from models.errors import ModelError
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -34,9 +37,48 @@ def save_model(model: nn.Module, folder: Path) -> None:
     _atomic_write(folder / "model.safetensors", lambda p: save_file(tensors, str(p)))
 
 
+class CheckpointError(ModelError):
+    """A model folder's files are damaged, or do not match the configuration they are read with."""
+
+
+def _load(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: not readable safetensors ({exc})") from None
+
+
+def stored_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor in ``model.safetensors``, from its header (no tensor is read)."""
+    path = folder / "model.safetensors"
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: not readable safetensors ({exc})") from None
+
+
+def check_shapes(build: Callable[[], nn.Module], folder: Path) -> None:
+    """Build the model ``build`` makes on the meta device (no memory is allocated, however large
+    its configuration says it is) and compare its parameters' shapes with the stored ones: a
+    tampered or mismatched ``config.json`` is an error before any real allocation."""
+    stored = stored_shapes(folder)
+    try:
+        with torch.device("meta"):
+            model = build()
+    except (RuntimeError, NotImplementedError):  # a method that cannot be built on meta: loading checks it
+        return
+    for name, p in model.named_parameters():
+        if name not in stored:
+            raise CheckpointError(f"{folder / 'model.safetensors'} has no {name} (a different method or config?)")
+        if tuple(p.shape) != stored[name]:
+            raise CheckpointError(f"{folder}: {name} is {stored[name]} in the weights but {tuple(p.shape)} by its "
+                                  "config.json (damaged or edited?)")
+
+
 def load_model(model: nn.Module, folder: Path) -> None:
     """Load weights into ``model``; buffers whose size depends on the data take the stored size."""
-    tensors = load_file(str(folder / "model.safetensors"))
+    tensors = _load(folder / "model.safetensors")
     own = model.state_dict()
     for key, value in tensors.items():
         if key in own and own[key].shape != value.shape:
@@ -56,7 +98,7 @@ def load_grown(model: nn.Module, folder: Path) -> list[str]:
     output bias over items or users: vocabularies are append-only, so old indexes keep their rows)
     gets the old rows, and its new rows keep their fresh initialization. Returns the grown keys.
     """
-    old = load_file(str(folder / "model.safetensors"))
+    old = _load(folder / "model.safetensors")
     own = model.state_dict()
     missing = sorted(set(own) - set(old))
     if missing:
@@ -109,7 +151,7 @@ def load_state(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer)
     """Restore what ``save_state`` wrote; returns its ``meta`` (None when there is no state)."""
     if not (folder / "state.safetensors").is_file() or not (folder / "state.json").is_file():
         return None
-    tensors = load_file(str(folder / "state.safetensors"))
+    tensors = _load(folder / "state.safetensors")
     meta = read_json(folder / "state.json")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
     state: dict[int, dict[str, Any]] = {}

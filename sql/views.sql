@@ -1,4 +1,4 @@
--- The views `seqrep query sql` and the Python API (pipelines/query.py) read, over the warehouse's
+-- The views `seqrep query sql` and the Python API (pipelines/serving/query.py) read, over the warehouse's
 -- Parquet, for DuckDB. :root is the warehouse folder, inlined by the code as a quoted literal
 -- (DuckDB takes no parameters in a view's definition); nothing else is ever inlined.
 -- A view whose table has no files yet is left out (the error then names the command that writes it).
@@ -21,13 +21,24 @@ CREATE VIEW sequences AS SELECT * FROM read_parquet(:root || '/sequences/dt=*/*.
 CREATE VIEW metrics AS SELECT * FROM read_parquet(:root || '/metrics/method=*/dt=*/*.parquet',
   hive_partitioning = true, hive_types = {'dt': DATE}, union_by_name = true);
 
--- User vectors per (model, dt): user_id, user_idx, vector FLOAT[dim], dim, model_version, asof, n_events, fold_in.
-CREATE VIEW user_embeddings AS SELECT * FROM read_parquet(:root || '/embeddings/users/model=*/dt=*/*.parquet',
-  hive_partitioning = true, hive_types = {'dt': DATE}, union_by_name = true);
+-- The live version of each (model, dt): what `seqrep publish` recorded (other versions' tables may lie beside).
+CREATE VIEW published AS SELECT "method" AS model, "asof" AS dt, model_version, users, items, dim
+  FROM read_json(:root || '/_manifests/stage=publish/model=*/dt=*.json', columns = {
+    'method': 'VARCHAR', 'asof': 'DATE', 'model_version': 'VARCHAR', 'users': 'BIGINT', 'items': 'BIGINT', 'dim': 'INTEGER'});
 
--- Item vectors per (model, dt): domain, item_id, item_idx, vector FLOAT[dim], dim, model_version, asof, n_events.
-CREATE VIEW item_embeddings AS SELECT * FROM read_parquet(:root || '/embeddings/items/model=*/dt=*/*.parquet',
-  hive_partitioning = true, hive_types = {'dt': DATE}, union_by_name = true);
+-- User vectors of the published version per (model, dt): user_id, user_idx, vector FLOAT[dim], dim, model_version,
+-- asof, n_events, fold_in.
+CREATE VIEW user_embeddings AS SELECT e.* EXCLUDE (version)
+  FROM read_parquet(:root || '/embeddings/users/model=*/dt=*/version=*/*.parquet',
+    hive_partitioning = true, hive_types = {'dt': DATE}, union_by_name = true) e
+  SEMI JOIN published p ON e.model = p.model AND e.dt = p.dt AND e.model_version = p.model_version;
+
+-- Item vectors of the published version per (model, dt): domain, item_id, item_idx, vector FLOAT[dim], dim,
+-- model_version, asof, n_events.
+CREATE VIEW item_embeddings AS SELECT e.* EXCLUDE (version)
+  FROM read_parquet(:root || '/embeddings/items/model=*/dt=*/version=*/*.parquet',
+    hive_partitioning = true, hive_types = {'dt': DATE}, union_by_name = true) e
+  SEMI JOIN published p ON e.model = p.model AND e.dt = p.dt AND e.model_version = p.model_version;
 
 -- The user-item graph per day (graphs/user_item): user_idx, item_idx, count, weight, first_ts, last_ts.
 -- A user's seen items as of D are the rows with dt <= D (`seqrep query recommend` excludes them).

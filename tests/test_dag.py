@@ -121,13 +121,18 @@ def etl_in_process(spark, config: Path, warehouse: Path, day: date) -> None:
     etl.run(spark, cfg, [day], gates=False)
 
 
+def live_version(wh: Path, day: date) -> str:
+    """The version of sasrec published for ``day`` (its publish record)."""
+    return json.loads((wh / f"_manifests/stage=publish/model=sasrec/dt={day}.json").read_text())["model_version"]
+
+
 def tables(wh: Path, day: date) -> dict[str, dict[str, np.ndarray]]:
-    """Each embedding table of sasrec as of ``day``: id -> vector."""
+    """Each published embedding table of sasrec as of ``day``: id -> vector."""
     import pyarrow.parquet as pq
 
     out = {}
     for kind, key in (("users", "user_id"), ("items", "item_id")):
-        folder = wh / f"embeddings/{kind}/model=sasrec/dt={day}"
+        folder = wh / f"embeddings/{kind}/model=sasrec/dt={day}/version={live_version(wh, day)}"
         assert len(list(folder.glob("*.parquet"))) == 1, folder
         t = pq.read_table(folder)
         ids = t.column(key).to_pylist()
@@ -199,10 +204,11 @@ def test_nightly_runs_equal_backfill_and_a_regression_blocks_publishing(airflow_
     assert set(states.values()) == {"success"}, states
     published = json.loads((nightly_wh / f"_manifests/stage=publish/model=sasrec/dt={DAYS[0]}.json").read_text())
     assert published["warm_start_from"] is None and published["users"] > 0
+    version = live_version(nightly_wh, DAYS[0])
     for gate in ("stage=raw", "stage=clean", "stage=sessions", "stage=sequences", "stage=graphs",
-                 "stage=regression/model=sasrec", "stage=embeddings/model=sasrec"):
+                 "stage=regression/model=sasrec", f"stage=embeddings/model=sasrec/version={version}"):
         assert (nightly_wh / "_gates" / gate / f"dt={DAYS[0]}.json").is_file(), gate
-    assert (nightly_wh / f"embeddings/index/model=sasrec/dt={DAYS[0]}/items.faiss").is_file()
+    assert (nightly_wh / f"embeddings/index/model=sasrec/dt={DAYS[0]}/version={version}/items.faiss").is_file()
     report = (nightly_wh / f"reports/dt={DAYS[0]}/index.html").read_text()
     assert "sasrec" in report and "metrics.png" in report and "curves.png" in report
     assert (nightly_wh / f"reports/dt={DAYS[0]}/curves.png").stat().st_size > 1000
@@ -264,7 +270,8 @@ def test_nightly_runs_equal_backfill_and_a_regression_blocks_publishing(airflow_
         after = tables(backfill_wh, day)  # one file per partition, ids unique: replaced, not appended
         assert_same_tables(before[day], after, f"rerun of {day} with a later day present")
         assert "planted-user" not in after["users"] and "planted-item" not in after["items"]
-    users = pq.read_table(backfill_wh / f"embeddings/users/model=sasrec/dt={DAYS[-1]}")
+    users = pq.read_table(backfill_wh / f"embeddings/users/model=sasrec/dt={DAYS[-1]}"
+                          / f"version={live_version(backfill_wh, DAYS[-1])}")
     n = users.filter(pc.equal(users.column("user_id"), old_user)).column("n_events")[0].as_py()
     logged = sum(pc.sum(pc.equal(pq.read_table(slice_logs / f"dt={d}").column("user_id"), old_user)).as_py() or 0
                  for d in DAYS)

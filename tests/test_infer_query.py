@@ -24,6 +24,16 @@ EARLY = date(1998, 1, 31)
 SMALL = "methods:\n  sasrec:\n    model: {dim: 16, num_layers: 1}\n    train: {epochs: 2, seed: 3}\n"
 
 
+def _version(wh: Path, day: date = LAST, prefix: date = LAST) -> str:
+    """The name of the sasrec version trained as of ``prefix``."""
+    return next(p.name for p in (wh / "models/sasrec").glob(f"{prefix}-*") if not p.name.endswith(".partial"))
+
+
+def _table(wh: Path, kind: str, version: str, day: date = LAST):
+    """A version's embedding table of a day (``embeddings/{kind}/model=sasrec/dt=D/version=V``)."""
+    return pq.read_table(wh / f"embeddings/{kind}/model=sasrec" / f"dt={day}" / f"version={version}")
+
+
 def _vectors(table) -> np.ndarray:
     col = table.column("vector").combine_chunks()
     return col.values.to_numpy().reshape(len(table), col.type.list_size)
@@ -55,8 +65,7 @@ def source(data_dir):
 
 def test_one_row_per_active_user_and_item_with_source_ids(published, source):
     wh, _ = published
-    users = pq.read_table(wh / "embeddings/users/model=sasrec" / f"dt={LAST}")
-    items = pq.read_table(wh / "embeddings/items/model=sasrec" / f"dt={LAST}")
+    users, items = _table(wh, "users", _version(wh)), _table(wh, "items", _version(wh))
     src_users, src_items = source
     # Every ml-100k user and item, exactly once, under its original id.
     assert sorted(users.column("user_id").to_pylist()) == sorted(set(src_users.tolist()))
@@ -73,34 +82,41 @@ def test_one_row_per_active_user_and_item_with_source_ids(published, source):
                                                                if (p / "config.json").read_text().count('"dim": 16')}
 
 
-def test_rerun_replaces_and_fold_in_uses_an_older_model(published):
-    """A rerun replaces the partition; a model trained on EARLY folds in users active after it."""
+def test_another_version_lies_beside_until_published_and_folds_in_fresh_users(published):
+    """``infer --version`` of a model trained on EARLY writes its tables beside the live ones (queries
+    still read the published version), folds in users active after EARLY, and replaces only its own
+    partition on a rerun; ``publish --version`` makes it live, and the last day's again after."""
     wh, common = published
     from pipelines.serving.query import Query
 
-    before = pq.read_table(wh / "embeddings/users/model=sasrec" / f"dt={LAST}")
-    early = next(p.name for p in (wh / "models/sasrec").glob(f"{EARLY}-*"))
-    assert main(["infer", "--method", "sasrec", "--date", str(LAST), "--version", early, *common]) == 0
-    after = pq.read_table(wh / "embeddings/users/model=sasrec" / f"dt={LAST}")
-    assert len(list((wh / "embeddings/users/model=sasrec" / f"dt={LAST}").glob("*.parquet"))) == 1
+    live, early = _version(wh), _version(wh, prefix=EARLY)
+    before = _table(wh, "users", live)
+    for _ in range(2):  # a rerun replaces the version's partition
+        assert main(["infer", "--method", "sasrec", "--date", str(LAST), "--version", early, *common]) == 0
+    after = _table(wh, "users", early)
+    assert len(list((wh / "embeddings/users/model=sasrec" / f"dt={LAST}" / f"version={early}").glob("*.parquet"))) == 1
     assert after.num_rows == before.num_rows and set(after.column("model_version").to_pylist()) == {early}
     with Query(wh) as q:
+        assert q.user("196", "sasrec")["model_version"] == live  # not published: not live
+        assert q.sql("SELECT DISTINCT model_version FROM user_embeddings").column(0).to_pylist() == [live]
         active_after = q.sql("SELECT user_id FROM sequences GROUP BY user_id HAVING max(dt) > ?", [EARLY]).column(0)
     fold = dict(zip(after.column("user_id").to_pylist(), after.column("fold_in").to_pylist()))
     assert {u for u, f in fold.items() if f} == set(active_after.to_pylist()) and 0 < len(active_after) < len(fold)
-    items = pq.read_table(wh / "embeddings/items/model=sasrec" / f"dt={LAST}")
-    assert items.num_rows < 1682  # items first seen after EARLY have no vector in the older model
+    assert _table(wh, "items", early).num_rows < 1682  # items first seen after EARLY have no vector in it
+    assert main(["publish", "--method", "sasrec", "--date", str(LAST), "--version", early, *common]) == 0
+    with Query(wh) as q:
+        assert q.user("196", "sasrec")["model_version"] == early
+        assert len(q.recommend("196", "sasrec", k=5)) == 5  # the index of the version now live
+    assert main(["publish", "--method", "sasrec", "--date", str(LAST), "--version", live, *common]) == 0
     # A day before the model's own day is refused: no embedding may come from a model that saw later data.
-    assert main(["infer", "--method", "sasrec", "--date", "1997-12-01", "--version",
-                 next(p.name for p in (wh / "models/sasrec").glob(f"{LAST}-*")), *common]) == 2
-    assert main(["infer", "--method", "sasrec", "--date", str(LAST), *common]) == 0  # back to the last day's model
+    assert main(["infer", "--method", "sasrec", "--date", "1997-12-01", "--version", live, *common]) == 2
 
 
 def test_similar_items_equals_brute_force(published):
     wh, _ = published
     from pipelines.serving.query import Query
 
-    items = pq.read_table(wh / "embeddings/items/model=sasrec" / f"dt={LAST}")
+    items = _table(wh, "items", _version(wh))
     v, ids = _vectors(items), items.column("item_id").to_pylist()
     with Query(wh) as q:
         for item in ("50", "1", "1682", "313"):
@@ -192,10 +208,13 @@ def test_readme_query_examples_run(published, capsys):
 
 
 def test_spark_reads_the_embedding_tables(published, spark):
+    """At scale, Spark reads the same tables: every version's, the live one named by the publish records."""
     wh, _ = published
     df = spark.read.parquet(str(wh / "embeddings/users"))
-    assert df.where("model = 'sasrec'").count() == 943
-    assert set(df.columns) >= {"user_id", "vector", "model", "dt", "fold_in"}
+    live = spark.read.option("multiLine", True).json(str(wh / "_manifests/stage=publish/model=*/dt=*.json")).selectExpr(
+        "method AS model", "CAST(asof AS DATE) AS dt", "model_version")
+    assert df.join(live, ["model", "dt", "model_version"]).where("model = 'sasrec'").count() == 943
+    assert set(df.columns) >= {"user_id", "vector", "model", "dt", "version", "fold_in"}
 
 
 # -- unit ----------------------------------------------------------------------------------------

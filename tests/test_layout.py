@@ -50,11 +50,15 @@ def test_names_of_models_and_records_stay_inside_the_warehouse(tmp_path):
     wh = Warehouse(tmp_path / "wh")
     assert wh.model_folder("sasrec", "2024-01-03-abcd1234") == wh.root / "models/sasrec/2024-01-03-abcd1234"
     assert wh.model_workdir("sasrec", "v").name == "v.partial"
+    for typed in ("../../../elsewhere", "../gru4rec/v", ".partial", ""):  # a --version typed by a user
+        with pytest.raises(WarehouseError, match="not a version name"):
+            wh.model_folder("sasrec", typed)
     with pytest.raises(WarehouseError, match="outside the warehouse"):
-        wh.model_folder("sasrec", "../../../elsewhere")  # a --version typed by a user
-    assert wh.embeddings("users", "sasrec", D) == wh.root / "embeddings/users/model=sasrec/dt=2024-01-03"
+        wh.table("models/../../elsewhere")
+    assert wh.embeddings("users", "sasrec", D, "v1") == wh.root / "embeddings/users/model=sasrec/dt=2024-01-03/version=v1"
+    assert wh.index_folder("sasrec", D, "v1") == wh.root / "embeddings/index/model=sasrec/dt=2024-01-03/version=v1"
     with pytest.raises(ValueError, match="users or items"):
-        wh.embeddings("vectors", "sasrec", D)
+        wh.embeddings("vectors", "sasrec", D, "v1")
     assert wh.gate_result_path("clean", [D, date(2024, 1, 5)]).name == "dt=2024-01-03..2024-01-05.json"
 
 

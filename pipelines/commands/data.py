@@ -1,8 +1,9 @@
-"""Data commands: ``ingest``, ``etl``, ``validate``, ``generate``, ``summary``."""
+"""Data commands: ``ingest``, ``etl``, ``validate``, ``generate``, ``summary``, ``doctor``."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -35,6 +36,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                    help="raw, clean, sessions (or sessionize), sequences, graphs (several: sessions,sequences,graphs); "
                         "regression or embeddings (with --method)")
     s.add_argument("--method", help="the method of a regression or embeddings gate")
+    s.add_argument("--version", help="the model version of an embeddings gate (default: the config's for the day)")
     _days(s, allow_all=False)
     s.set_defaults(func=validate)
 
@@ -49,6 +51,12 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     s.add_argument("--from", dest="start", type=parse_date)
     s.add_argument("--to", dest="end", type=parse_date)
     s.set_defaults(func=summary)
+
+    s = sub.add_parser("doctor", parents=[common],
+                       help="check a warehouse (interrupted runs, leftovers, manifests, publish records) and say what to run")
+    s.add_argument("--repair", action="store_true",
+                   help="finish or roll back interrupted runs and remove leftovers of dead processes")
+    s.set_defaults(func=doctor)
 
 
 def _days(s: argparse.ArgumentParser, *, allow_all: bool) -> None:
@@ -72,6 +80,9 @@ def ingest(args: argparse.Namespace) -> None:
     print(f"ingested {m['rows_in']:,} rows from {m['input']} as source={m['name']} in {time.perf_counter() - t0:.1f}s: "
           f"{m['rows_out']:,} events over {len(found)} day(s) ({found[0] if found else '-'} .. {found[-1] if found else '-'}), "
           f"{m['rows_quarantined']:,} without a usable time, {m['items']:,} items")
+    if m["skipped_files"]:
+        print(f"{len(m['skipped_files'])} file(s) under the input were not read (listed in the ingest manifest), "
+              f"e.g. {m['skipped_files'][0]['path']}: {m['skipped_files'][0]['reason']}", file=sys.stderr)
 
 
 def etl(args: argparse.Namespace) -> None:
@@ -119,7 +130,7 @@ def _validate_method(cfg, args: argparse.Namespace, todo: list) -> None:
     if not args.method or len(todo) != 1:
         raise UsageError(f"--stage {args.stage} needs --method and one --date")
     if args.stage == "embeddings":
-        steps.validate_embeddings(cfg, args.method, todo[0])
+        steps.validate_embeddings(cfg, args.method, todo[0], args.version)
         return
     result = steps.regression_gate(cfg, args.method, todo[0])
     print(f"gate regression {todo[0]} {args.method}: PASSED — test NDCG@10 {result['test_ndcg@10']:.4f}"
@@ -147,3 +158,17 @@ def summary(args: argparse.Namespace) -> None:
     if not have:
         raise UsageError(f"no clean events in {wh.root}; run `seqrep etl` first")
     print_summary(cfg, daterange(args.start or have[0], args.end or have[-1]))
+
+
+def doctor(args: argparse.Namespace) -> None:
+    from pipelines.core.errors import WarehouseError
+    from pipelines.nightly.doctor import examine
+
+    cfg = config(args)
+    found = examine(Warehouse(cfg.warehouse).root, repair=args.repair)
+    for f in found:
+        print(f.line())
+    problems = [f for f in found if f.problem]
+    if problems:
+        raise WarehouseError(f"{len(problems)} problem(s) in {Path(cfg.warehouse).resolve()} (above)")
+    print(f"{Path(cfg.warehouse).resolve()}: no problem found")

@@ -42,6 +42,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                        help="build the item index of a day's embedding tables and make them the live version")
     s.add_argument("--method", required=True, help="a learned method; several: sasrec,gru4rec")
     s.add_argument("--date", type=parse_date, help="the day of the tables (default: the last day with sequences)")
+    s.add_argument("--version", help="the model version whose tables go live (default: the config's for the day; "
+                                     "another one after `seqrep infer --version`)")
     s.set_defaults(func=publish)
 
 
@@ -116,4 +118,4 @@ def publish(args: argparse.Namespace) -> None:
     cfg = config(args)
     day = resolve_day(cfg, args.date)
     for name in names(args.method):
-        steps.publish(cfg, name, day)
+        steps.publish(cfg, name, day, args.version)

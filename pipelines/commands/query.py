@@ -45,7 +45,7 @@ def _open(args: argparse.Namespace):
     from pipelines.serving.query import Query
 
     cfg = config(args)
-    return Query(cfg.warehouse, ef_search=cfg.embeddings.hnsw_ef_search)
+    return Query(cfg.warehouse, ef_search=cfg.embeddings.hnsw_ef_search, limits=cfg.query)
 
 
 def sql(args: argparse.Namespace) -> None:

@@ -49,6 +49,9 @@ class IngestConfig(_Section):
     domain: str = "default"
     #: Item metadata Parquet (item_id, optional domain/title/category), for the parquet adapter.
     items: str | None = None
+    #: Canonical item column -> the items file's column (item_id, domain, title, category), as
+    #: ``columns`` does for the events: ``{item_id: movieId, title: name}``.
+    item_columns: dict[str, str] = Field(default_factory=dict)
     #: Partition label under raw/events/source=...; defaults to the adapter name.
     name: str | None = None
     columns: dict[str, str] = Field(default_factory=dict)
@@ -67,6 +70,9 @@ class CleanConfig(_Section):
     ts_max: datetime | None = None
     #: A user with more valid events than this in one day is bot-like: all of their day is quarantined.
     bot_max_events_per_day: int = Field(20_000, ge=1)
+    #: An event id seen on one of this many days before (or earlier the same day) is a duplicate;
+    #: the window is the same in a range run and day by day (0: within the day only).
+    duplicate_window_days: int = Field(1, ge=0, le=366)
 
     @field_validator("ts_min", "ts_max")
     @classmethod
@@ -151,6 +157,22 @@ class EmbeddingsConfig(_Section):
     hnsw_ef_search: int = Field(128, ge=1)
 
 
+class QueryConfig(_Section):
+    """Bounds of ``seqrep query`` and ``pipelines.serving.query.Query``: a query that would pass one
+    stops with a message naming it, never takes the machine down."""
+
+    #: Most neighbours or recommendations one call may ask for (``--k``).
+    max_k: int = Field(1000, ge=1)
+    #: Most rows a SQL query may return (add a LIMIT, or aggregate, for more).
+    max_rows: int = Field(100_000, ge=1)
+    #: A SQL query running longer than this is interrupted.
+    timeout_s: float = Field(60.0, gt=0)
+    #: DuckDB's memory limit for the query connection (it spills what it can to disk, then stops).
+    memory_limit: str = "2GB"
+    #: DuckDB's spill space for the query connection.
+    max_temp_directory_size: str = "4GB"
+
+
 class NightlyConfig(_Section):
     """The model half of a night (``pipelines/nightly/steps.py``): the nightly DAG's tasks and ``seqrep backfill``."""
 
@@ -179,6 +201,7 @@ class Config(_Section):
     gates: GatesConfig = GatesConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
     embeddings: EmbeddingsConfig = EmbeddingsConfig()
+    query: QueryConfig = QueryConfig()
     nightly: NightlyConfig = NightlyConfig()
     #: Per-method overrides of ``models/configs/<method>.yaml``: ``{sasrec: {model: {...}, train: {...}}}``.
     methods: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)

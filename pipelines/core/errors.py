@@ -7,6 +7,7 @@ UsageError      2       bad input or usage: a flag, an id, a SQL text, an input 
 ConfigError     2       an invalid configuration file or value (the message names the key)
 WarehouseError  2       warehouse data missing or inconsistent: run an earlier step (the message
                         says which)
+WarehouseBusy   5       another run holds the warehouse's writer lock (the message names it): try later
 GateFailed      1       a quality gate stopped the run (the message says which expectation)
 InternalError   4       a bug: an invariant of seqrep's own code broke (never a data problem)
 =============== ======= ==========================================================================
@@ -41,6 +42,12 @@ class ConfigError(SeqrepError, ValueError):
 
 class WarehouseError(SeqrepError, RuntimeError):
     """Warehouse data is missing, unsafe or inconsistent; the message names it and what to run."""
+
+
+class WarehouseBusy(WarehouseError):
+    """Another run writes the warehouse (the message names its pid, host, command and start)."""
+
+    exit_code: ClassVar[int] = 5
 
 
 class GateFailed(SeqrepError, RuntimeError):

@@ -18,15 +18,19 @@ folder staged by Spark), so readers see an old version or a new one, never a mix
     graphs/<table>/dt=D             edge lists and node tables of the day
     models/<method>/<version>/      trained weights (safetensors), config.json, epochs.jsonl
     metrics/method=M/dt=D/<v>.parquet   full-ranking metrics of a model version
-    embeddings/users|items/model=M/dt=D embedding tables; embeddings/index/model=M/dt=D the item index
+    embeddings/users|items/model=M/dt=D/version=V   embedding tables of a model version
+    embeddings/index/model=M/dt=D/version=V         its item index (live: the version of the publish record)
     reports/dt=D/                   the run report
     _manifests/stage=X/<key>.json   row accounting, checksums, inputs, code version (publish records too)
     _gates/stage=G/[model=M/]dt=D.{json,md}   quality-gate results
     _runs/dt=D/<task>.{reason,json} why a nightly task failed
     _staging/                       writes in progress (never read)
 
-Every write is staged under ``_staging`` (same filesystem) and then renamed into place: one
-rename per file, or one exchange per partition folder (``renameat2(RENAME_EXCHANGE)``).
+Writes happen in runs (``pipelines/core/runs.py``): a ``Warehouse`` bound to a run
+(``Warehouse(root, run)``) stages every partition and file it writes in the run's folder and
+reads the run's versions over the live ones; the run's commit moves them into place together.
+Outside a run, a write is staged under ``_staging`` (same filesystem) and renamed into place:
+one rename per file, one exchange per partition folder (``renameat2(RENAME_EXCHANGE)``).
 """
 
 from __future__ import annotations
@@ -37,13 +41,17 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import uuid
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from pipelines.core.errors import WarehouseError
 from pipelines.core.resources import PACKAGE_DIR, SQL_DIR
+
+if TYPE_CHECKING:
+    from pipelines.core.runs import Run
 
 # -- table names (relative to the warehouse root) -----------------------------------------------
 RAW_EVENTS = "raw/events"
@@ -93,10 +101,26 @@ def day_key(days: date | list[date]) -> str:
 
 
 class Warehouse:
-    """Paths, common reads and atomic writes under one warehouse root (module docstring)."""
+    """Paths, common reads and atomic writes under one warehouse root, as seen by ``run`` (the
+    live warehouse when None; module docstring)."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, run: "Run | None" = None):
         self.root = Path(root).resolve()
+        self.run = run
+
+    def _read(self, live: Path) -> Path:
+        """The run's version of a live path if it wrote one, else the live path."""
+        if self.run is not None:
+            staged = self.run.mirror(live)
+            if staged.exists():
+                return staged
+        return live
+
+    def _dated_dirs(self, base: Path) -> set[date]:
+        if not base.is_dir():
+            return set()
+        return {date.fromisoformat(p.name[3:]) for p in base.rglob("dt=*")
+                if p.is_dir() and not any(x.startswith((".", "_")) for x in p.relative_to(base).parts)}
 
     # -- tables and partitions ------------------------------------------------------------------
     def table(self, name: str) -> Path:
@@ -107,7 +131,8 @@ class Warehouse:
         return p
 
     def partition(self, table: str, d: date) -> Path:
-        return self.table(table) / f"dt={d.isoformat()}"
+        """The folder of ``table``'s partition of day ``d`` (the run's, when it wrote one)."""
+        return self._read(self.table(table) / f"dt={d.isoformat()}")
 
     def has_partition(self, table: str, d: date) -> bool:
         return self.partition(table, d).is_dir()
@@ -115,9 +140,18 @@ class Warehouse:
     def partition_dates(self, table: str) -> list[date]:
         """Days present in a table (``dt=`` folders, any depth of other keys above)."""
         base = self.table(table)
-        if not base.is_dir():
-            return []
-        return sorted({date.fromisoformat(p.name[3:]) for p in base.rglob("dt=*") if p.is_dir()})
+        days = self._dated_dirs(base)
+        if self.run is not None:
+            days |= self._dated_dirs(self.run.mirror(base))
+        return sorted(days)
+
+    def spark_base(self, path: str | Path) -> Path:
+        """The ``basePath`` Spark reads a partition folder under: its table's root (the run's,
+        for a partition of the run), so the ``k=v`` folders below it become columns."""
+        base = Path(path)
+        while "=" in base.name:
+            base = base.parent
+        return base
 
     def days_upto(self, table: str, day: date) -> list[date]:
         """Days of ``table`` up to and including ``day`` (the table as of ``day``)."""
@@ -148,11 +182,18 @@ class Warehouse:
 
     def raw_paths(self, days: list[date]) -> list[str]:
         """Partitions of every source's raw events for ``days``."""
-        base = self.table(RAW_EVENTS)
-        return sorted(str(p) for d in days for p in base.glob(f"source=*/dt={d.isoformat()}") if p.is_dir())
+        tables = [f"{RAW_EVENTS}/source={s}" for s in self.raw_sources()]
+        return sorted(str(self.partition(t, d)) for d in days for t in tables if self.has_partition(t, d))
 
     def raw_sources(self) -> list[str]:
-        return sorted(p.name[7:] for p in self.table(RAW_EVENTS).glob("source=*"))
+        bases = [self.table(RAW_EVENTS)] + ([self.run.mirror(self.table(RAW_EVENTS))] if self.run else [])
+        return sorted({p.name[7:] for base in bases for p in base.glob("source=*") if p.is_dir()})
+
+    def partition_files(self, table: str, d: date) -> list[Path]:
+        """The Parquet files of a day of ``table``; of every source's, for raw events."""
+        folders = self.raw_paths([d]) if table == RAW_EVENTS else [self.partition(table, d)]
+        return [f for folder in folders for f in sorted(Path(folder).glob("*.parquet"))
+                if not f.name.startswith(("_", "."))]
 
     def raw_days(self) -> list[date]:
         """Days with raw events of any source."""
@@ -164,7 +205,9 @@ class Warehouse:
 
     # -- models, metrics, embeddings, index, reports ------------------------------------------
     def model_folder(self, method: str, version: str) -> Path:
-        """``models/<method>/<version>`` (a version named by a user cannot point outside the warehouse)."""
+        """``models/<method>/<version>`` (a version named by a user is a plain name, never a path)."""
+        if not version or "/" in version or "\\" in version or version.startswith("."):
+            raise WarehouseError(f"model version {version!r} is not a version name (e.g. 2024-01-03-1a2b3c4d)")
         return self.table(f"{MODELS}/{method}/{version}")
 
     def model_workdir(self, method: str, version: str) -> Path:
@@ -181,17 +224,24 @@ class Warehouse:
     def metrics_files(self, day: date) -> list[Path]:
         return sorted(self.table(METRICS).glob(f"method=*/dt={day.isoformat()}/*.parquet"))
 
-    def embeddings(self, kind: str, method: str, day: date) -> Path:
-        """``embeddings/{users,items}/model=M/dt=D``."""
+    def embeddings(self, kind: str, method: str, day: date, version: str) -> Path:
+        """``embeddings/{users,items}/model=M/dt=D/version=V``: a version's table of a day, beside
+        the others; the live one is the version of the day's publish record."""
         if kind not in ("users", "items"):
             raise ValueError(f"embedding tables are users or items, not {kind!r}")
-        return self.table(f"embeddings/{kind}/model={method}") / f"dt={day.isoformat()}"
+        return self.table(f"embeddings/{kind}/model={method}/dt={day.isoformat()}/version={version}")
 
     def embedding_partitions(self, kind: str, day: date) -> list[Path]:
-        return sorted(self.table(f"embeddings/{kind}").glob(f"model=*/dt={day.isoformat()}"))
+        """Every version's table of ``kind`` for ``day`` (``.../model=M/dt=D/version=V``)."""
+        return sorted(self.table(f"embeddings/{kind}").glob(f"model=*/dt={day.isoformat()}/version=*"))
 
-    def index_folder(self, method: str, day: date) -> Path:
-        return self.table(f"{ITEM_INDEX}/model={method}") / f"dt={day.isoformat()}"
+    def index_folder(self, method: str, day: date, version: str) -> Path:
+        return self.table(f"{ITEM_INDEX}/model={method}/dt={day.isoformat()}/version={version}")
+
+    @staticmethod
+    def infer_key(method: str, day: date, version: str) -> str:
+        """The manifest key of a version's embedding tables of a day (``stage=infer``)."""
+        return f"model={method}/version={version}/dt={day.isoformat()}"
 
     def report_folder(self, day: date) -> Path:
         return self.table(REPORTS) / f"dt={day.isoformat()}"
@@ -221,11 +271,11 @@ class Warehouse:
             "rows_quarantined": rows_quarantined, "quarantine_by_reason": by_reason or {},
             "outputs": outputs, "input_files": file_fingerprints(files),
             "config": config.model_dump(mode="json") if hasattr(config, "model_dump") else config,
-            "code_version": code_version(), **extra,
+            "code_version": code_version(), "run": self.run.id if self.run is not None else None, **extra,
         })
 
     def read_manifest(self, stage: str, key: str) -> dict[str, Any] | None:
-        path = self.manifest_path(stage, key)
+        path = self._read(self.manifest_path(stage, key))
         return json.loads(path.read_text()) if path.is_file() else None
 
     def published_methods(self) -> list[str]:
@@ -236,7 +286,8 @@ class Warehouse:
     def published_days(self, method: str) -> list[date]:
         """Days on which ``method`` was published (``seqrep publish``), oldest first."""
         folder = self.root / MANIFESTS / "stage=publish" / f"model={method}"
-        return sorted(date.fromisoformat(p.stem[3:]) for p in folder.glob("dt=*.json"))
+        folders = [folder] + ([self.run.mirror(folder)] if self.run is not None else [])
+        return sorted({date.fromisoformat(p.stem[3:]) for f in folders for p in f.glob("dt=*.json")})
 
     def publish_record(self, method: str, day: date) -> dict[str, Any] | None:
         return self.read_manifest("publish", f"model={method}/dt={day.isoformat()}")
@@ -263,7 +314,7 @@ class Warehouse:
 
     def read_gate_result(self, gate: str, day: date, partition: str = "") -> dict[str, Any] | None:
         """A gate's results as data (``passed``, ``outcomes``...), or None when it never ran."""
-        path = self.gate_result_path(gate, day, partition)
+        path = self._read(self.gate_result_path(gate, day, partition))
         return json.loads(path.read_text()) if path.is_file() else None
 
     def gate_results(self, day: date) -> list[Path]:
@@ -280,19 +331,42 @@ class Warehouse:
 
     # -- atomic writes ------------------------------------------------------------------------------
     def staging_dir(self) -> Path:
-        """A fresh path under ``_staging`` (not created), on the warehouse's filesystem."""
-        p = self.root / STAGING / uuid.uuid4().hex
+        """A fresh path under ``_staging`` (not created), on the warehouse's filesystem, named
+        after this host and process so the leftovers of a dead one can be found."""
+        p = self.root / STAGING / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
+    def staging_leftovers(self) -> tuple[list[Path], list[Path]]:
+        """Entries under ``_staging`` that dead processes of this host left, and those of another
+        host or an older seqrep (which cannot be judged from here)."""
+        base, host = self.root / STAGING, socket.gethostname()
+        dead, unknown = [], []
+        for p in sorted(base.iterdir()) if base.is_dir() else []:
+            pid = p.name[len(host) + 1:].split("-")[0] if p.name.startswith(f"{host}-") else ""
+            if not pid.isdigit():
+                unknown.append(p)
+            elif not alive(int(pid)):
+                dead.append(p)
+        return dead, unknown
+
+    def clean_staging(self) -> list[Path]:
+        """Remove what dead processes of this host left under ``_staging``; returns it."""
+        dead, _ = self.staging_leftovers()
+        for p in dead:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        return dead
+
     def swap_in(self, staged: Path, target: Path) -> None:
-        """Move the folder ``staged`` to ``target`` atomically, replacing what was there."""
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            _exchange(staged, target)  # staged now holds the old version
-            shutil.rmtree(staged, ignore_errors=True)
+        """Move the folder ``staged`` to ``target``, replacing what was there: in a run, into the
+        run's version of ``target`` (the commit moves it); else at once, atomically."""
+        if self.run is not None:
+            into = self.run.stage(target, "dir")
+            if into.exists():
+                shutil.rmtree(into)
+            os.rename(staged, into)
         else:
-            os.rename(staged, target)
+            exchange_into(staged, target)
 
     def write_folder(self, target: Path, fill: Callable[[Path], Any]) -> Any:
         """Replace the folder ``target`` with what ``fill(staged)`` writes into a fresh staging
@@ -307,7 +381,11 @@ class Warehouse:
             shutil.rmtree(staged, ignore_errors=True)
 
     def write_file(self, path: Path, write: Callable[[Path], Any]) -> Path:
-        """Replace the file ``path`` with what ``write(tmp)`` writes to a staging path (one rename)."""
+        """Replace the file ``path`` with what ``write(tmp)`` writes to a staging path (one rename);
+        in a run, the run's version of it (the commit moves it)."""
+        if self.run is not None:
+            replace_file(self.run.stage(path, "file"), write)
+            return path
         return replace_file(path, write, self.staging_dir())
 
     def write_text(self, path: Path, text: str) -> Path:
@@ -328,6 +406,27 @@ def replace_file(path: Path, write: Callable[[Path], Any], tmp: Path | None = No
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def exchange_into(staged: Path, target: Path) -> None:
+    """Move the folder ``staged`` to ``target`` atomically, replacing what was there."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        _exchange(staged, target)  # staged now holds the old version
+        shutil.rmtree(staged, ignore_errors=True)
+    else:
+        os.rename(staged, target)
+
+
+def alive(pid: int) -> bool:
+    """Whether a process of this host with ``pid`` exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _exchange(a: Path, b: Path) -> None:
@@ -368,7 +467,7 @@ def iter_files(path: Path, suffixes: tuple[str, ...] = ()) -> Iterator[Path]:
         return
     for p in sorted(path.rglob("*")):
         if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts):
-            if not suffixes or p.name.endswith(suffixes):
+            if not suffixes or p.name.lower().endswith(suffixes):
                 yield p
 
 

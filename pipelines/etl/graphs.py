@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from pipelines.core import warehouse as layout
 from pipelines.core.config import Config
+from pipelines.core.runs import transaction
 from pipelines.core.sqlfiles import spark_sql
 from pipelines.core.warehouse import Warehouse
 
@@ -28,7 +29,9 @@ if TYPE_CHECKING:
 
 def _vocab(spark: "SparkSession", wh: Warehouse, table: str, last: date) -> "DataFrame":
     days = wh.require_upto(table, last, who="graphs", hint="run sequences first")
-    return spark.read.option("basePath", str(wh.table(table))).parquet(*wh.existing_partitions(table, days))
+    from pipelines.etl.spark import read_partitions
+
+    return read_partitions(spark, wh, table, days)
 
 
 def build_graphs(
@@ -79,11 +82,18 @@ def build_graphs(
     return tables, [transitions, ev]
 
 
-def run(spark: "SparkSession", cfg: Config, days: list[date]) -> None:
-    """Edge lists and node tables for ``days`` from ``sessions`` and the vocabularies."""
+def run(spark: "SparkSession", cfg: Config, days: list[date], wh: Warehouse | None = None) -> None:
+    """Edge lists and node tables for ``days`` from ``sessions`` and the vocabularies.
+
+    In the run of ``wh`` (the ETL's), or in a run of its own (``pipelines/core/runs.py``)."""
+    with transaction(wh or Warehouse(cfg.warehouse), "etl") as wh:
+        _write(spark, cfg, days, wh)
+
+
+def _write(spark: "SparkSession", cfg: Config, days: list[date], wh: Warehouse) -> None:
+    """The stage's reads and writes, in the run of ``wh``."""
     from pipelines.etl.spark import read_partitions, write_daily
 
-    wh = Warehouse(cfg.warehouse)
     wh.require_partitions(layout.SESSIONS, days, who="graphs", hint="run sessionize first")
     sessions = read_partitions(spark, wh, layout.SESSIONS, days)
     rows_in = {r["dt"]: int(r["count"]) for r in sessions.groupBy("dt").count().collect()}

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pipelines.core import warehouse as layout
 from pipelines.core.config import Config
 from pipelines.core.errors import InputError
+from pipelines.core.runs import transaction
 from pipelines.core.warehouse import Warehouse, code_version, file_fingerprints
 from pipelines.etl.adapters import ADAPTERS
 
@@ -32,24 +33,22 @@ __all__ = ["ADAPTERS", "InputError", "event_id_column", "run"]
 
 
 def event_id_column() -> "Column":
-    """Deterministic id of a row without one: a hash of its content (identical rows collide on purpose)."""
+    """Deterministic id of a row without one: a hash of its content (identical rows collide on
+    purpose). The fields are hashed as a JSON array of strings and nulls, an encoding no value can
+    imitate: a separator inside an id cannot make two different rows one."""
     from pyspark.sql import functions as F
 
-    parts = [F.coalesce(F.col(c).cast("string"), F.lit("\u0000")) for c in
-             ("user_id", "item_id", "event_type", "ts", "domain", "value", "session_hint")]
-    return F.substring(F.sha2(F.concat_ws("\u001f", *parts), 256), 1, 24)
+    fields = F.array(*[F.col(c).cast("string") for c in
+                       ("user_id", "item_id", "event_type", "ts", "domain", "value", "session_hint")])
+    return F.substring(F.sha2(F.to_json(fields), 256), 1, 24)
 
 
 def run(
     spark: "SparkSession", cfg: Config, *, source: str | None = None, input_path: str | Path | None = None,
     day: date | None = None, domain: str | None = None, name: str | None = None,
 ) -> dict[str, Any]:
-    """Ingest one input into ``raw/events/source=<name>``; returns the manifest it wrote."""
-    from pyspark.sql import functions as F
-
-    from pipelines.core.schema import EVENT_COLUMNS
-    from pipelines.etl.spark import write_daily, write_table
-
+    """Ingest one input into ``raw/events/source=<name>`` in a run (rows, items and manifest
+    become visible together); returns the manifest it wrote."""
     icfg = cfg.ingest
     source = source or icfg.source
     if source not in ADAPTERS:
@@ -61,9 +60,54 @@ def run(
     if domain:
         icfg = icfg.model_copy(update={"domain": domain})
     label = name or icfg.name or source
-    wh = Warehouse(cfg.warehouse)
+    with transaction(Warehouse(cfg.warehouse), "etl") as wh:
+        parsed = ADAPTERS[source](spark, path, icfg)
+        try:
+            manifest = _write(spark, wh, parsed, source, label, path, day)
+        except Exception as exc:
+            raise _unreadable_file(parsed.files) or exc
+        manifest["skipped_files"] = skipped_files(path, parsed.files)
+        wh.write_manifest("ingest", f"source={label}" + (f"/dt={day.isoformat()}" if day else ""), manifest)
+        return manifest
 
-    parsed = ADAPTERS[source](spark, path, icfg)
+
+def skipped_files(path: Path, read: list[Path]) -> list[dict[str, str]]:
+    """Every file under the input ``path`` that the adapter did not read, with why: nothing in an
+    input folder is left out silently."""
+    if not path.is_dir():
+        return []
+    taken = {p.resolve() for p in read}
+    out = []
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        if f.resolve() not in taken:
+            hidden = any(part.startswith((".", "_")) for part in f.relative_to(path).parts)
+            out.append({"path": str(f), "reason": "hidden (a name or folder starting with _ or .)" if hidden
+                        else "not a file of this source's format"})
+    return out
+
+
+def _unreadable_file(files: list[Path]) -> InputError | None:
+    """When Spark fails on the input, the file it could not read, checked one by one (a damaged
+    data page past a sound footer fails only when read): an error naming it, or None."""
+    import pyarrow.parquet as pq
+
+    for f in files:
+        if f.suffix.lower() in (".parquet", ".parq", ".pq"):
+            try:
+                pq.read_table(f)
+            except Exception as exc:  # pyarrow raises several types for damaged data
+                return InputError(f"parquet: {f} cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    return None
+
+
+def _write(spark: "SparkSession", wh: Warehouse, parsed, source: str, label: str, path: Path,
+           day: date | None) -> dict[str, Any]:
+    """Write a parsed input as raw events (and items) in the run of ``wh``; returns the manifest."""
+    from pyspark.sql import functions as F
+
+    from pipelines.core.schema import EVENT_COLUMNS
+    from pipelines.etl.spark import write_daily, write_table
+
     ev = parsed.events.withColumn("event_id", F.coalesce(F.col("event_id"), event_id_column()))
     if day is not None:
         # Nightly path: every row of the day's log lands in that day; clean judges its time.
@@ -85,7 +129,6 @@ def run(
         "quarantine_by_reason": {"unparseable_ts": n_undated} if n_undated else {},
         "days": {d.isoformat(): s for d, s in stats.items()}, "items": n_items,
         "notes": parsed.notes, "input_files": file_fingerprints(parsed.files), "code_version": code_version(),
+        "run": wh.run.id if wh.run is not None else None,
     }
-    key = f"source={label}" + (f"/dt={day.isoformat()}" if day else "")
-    wh.write_manifest("ingest", key, manifest)
     return manifest

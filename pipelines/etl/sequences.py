@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from pipelines.core import warehouse as layout
 from pipelines.core.config import Config
+from pipelines.core.runs import transaction
 from pipelines.core.errors import AccountingError, WarehouseError
 from pipelines.core.warehouse import Warehouse
 
@@ -47,7 +48,9 @@ def _read_before(spark: "SparkSession", wh: Warehouse, table: str, day: date, sc
     days = wh.days_before(table, day)
     if not days:
         return spark.createDataFrame([], schema)
-    df = spark.read.option("basePath", str(wh.table(table))).parquet(*wh.existing_partitions(table, days))
+    from pipelines.etl.spark import read_partitions
+
+    df = read_partitions(spark, wh, table, days)
     return df.select(*schema.names)
 
 
@@ -61,7 +64,7 @@ def extend_vocab(
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from pipelines.etl.spark import write_daily
+    from pipelines.etl.spark import read_partitions, write_daily
 
     start = known.agg(F.max(idx)).collect()[0][0] or 0
     first = events.groupBy(*keys).agg(F.min(F.struct("ts", "event_id")).alias("_first"))
@@ -82,8 +85,7 @@ def extend_vocab(
             raise WarehouseError(
                 f"{table}: rebuilt {days[0]}..{days[-1]} now ends at index {top}, but {later[0]} starts at {low}; "
                 f"rerun the ETL from {days[0]} to {later[-1]} so later indexes follow")
-    vocab = events.sparkSession.read.option("basePath", str(wh.table(table))).parquet(
-        *wh.existing_partitions(table, wh.days_upto(table, days[-1])))
+    vocab = read_partitions(events.sparkSession, wh, table, wh.days_upto(table, days[-1]))
     return vocab, stats
 
 
@@ -163,12 +165,19 @@ def build_splits(seq: "DataFrame") -> "DataFrame":
     return out
 
 
-def run(spark: "SparkSession", cfg: Config, days: list[date]) -> None:
-    """Vocabularies, sequences and splits for ``days`` from ``sessions``."""
+def run(spark: "SparkSession", cfg: Config, days: list[date], wh: Warehouse | None = None) -> None:
+    """Vocabularies, sequences and splits for ``days`` from ``sessions``.
+
+    In the run of ``wh`` (the ETL's), or in a run of its own (``pipelines/core/runs.py``)."""
+    with transaction(wh or Warehouse(cfg.warehouse), "etl") as wh:
+        _write(spark, cfg, days, wh)
+
+
+def _write(spark: "SparkSession", cfg: Config, days: list[date], wh: Warehouse) -> None:
+    """The stage's reads and writes, in the run of ``wh``."""
     from pipelines.core.schema import SEQUENCE, VOCAB_ITEM, VOCAB_USER
     from pipelines.etl.spark import read_partitions, write_daily
 
-    wh = Warehouse(cfg.warehouse)
     wh.require_partitions(layout.SESSIONS, days, who="sequences", hint="run sessionize first")
     prev_day = days[0] - timedelta(days=1)
     if wh.has_partition(layout.SESSIONS, prev_day) and not wh.has_partition(layout.SEQUENCES, prev_day):

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from pipelines.core import warehouse as layout
 from pipelines.core.config import Config
+from pipelines.core.runs import transaction
 from pipelines.core.errors import AccountingError, WarehouseError
 from pipelines.core.sqlfiles import spark_sql
 from pipelines.core.warehouse import Warehouse, day_bounds
@@ -78,13 +79,20 @@ def build_sessions(spark: "SparkSession", events: "DataFrame", carry: "DataFrame
     return out.select(*SESSION_EVENT.names)
 
 
-def run(spark: "SparkSession", cfg: Config, days: list[date]) -> None:
-    """Sessionize the clean events of ``days`` into ``sessions/dt=D``."""
+def run(spark: "SparkSession", cfg: Config, days: list[date], wh: Warehouse | None = None) -> None:
+    """Sessionize the clean events of ``days`` into ``sessions/dt=D``.
+
+    In the run of ``wh`` (the ETL's), or in a run of its own (``pipelines/core/runs.py``)."""
+    with transaction(wh or Warehouse(cfg.warehouse), "etl") as wh:
+        _write(spark, cfg, days, wh)
+
+
+def _write(spark: "SparkSession", cfg: Config, days: list[date], wh: Warehouse) -> None:
+    """The stage's reads and writes, in the run of ``wh``."""
     from pyspark.sql import functions as F
 
     from pipelines.etl.spark import read_partitions, write_daily
 
-    wh = Warehouse(cfg.warehouse)
     inputs = wh.require_partitions(layout.CLEAN_EVENTS, days, who="sessionize", hint="run clean first")
     events = read_partitions(spark, wh, layout.CLEAN_EVENTS, days)
     sessions = build_sessions(spark, events, carry_rows(spark, wh, cfg, days[0]), cfg)

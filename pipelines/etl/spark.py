@@ -49,6 +49,9 @@ def get_spark(cfg: SparkConfig) -> "SparkSession":
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
         # Small pandas frames (gate metrics) go to the JVM as Arrow, without starting Python workers.
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # Parquet written by pandas / pyarrow stores times in nanoseconds, a type Spark cannot read
+        # as a timestamp: read them as epoch longs (the parquet adapter converts them).
+        "spark.sql.legacy.parquet.nanosAsLong": "true",
         **cfg.conf,
     }
     for key, value in settings.items():
@@ -63,7 +66,20 @@ def read_partitions(spark: "SparkSession", wh: Warehouse, table: str, days: list
     paths = wh.existing_partitions(table, days)
     if not paths:
         raise WarehouseError(f"{wh.table(table)}: no partition for {days[0]}..{days[-1]}")
-    return spark.read.option("basePath", str(wh.table(table))).parquet(*paths)
+    return read_paths(spark, wh, paths)
+
+
+def read_paths(spark: "SparkSession", wh: Warehouse, paths: list[str]) -> "DataFrame":
+    """Rows of partition folders with their partition columns (``dt``, ``source``...). Inside a
+    run, some may be the run's and some live: one read per table root, unioned."""
+    groups: dict[Path, list[str]] = {}
+    for p in paths:
+        groups.setdefault(wh.spark_base(p), []).append(str(p))
+    frames = [spark.read.option("basePath", str(base)).parquet(*ps) for base, ps in groups.items()]
+    out = frames[0]
+    for frame in frames[1:]:
+        out = out.unionByName(frame)
+    return out
 
 
 def write_daily(
@@ -101,7 +117,7 @@ def write_daily(
             part = staged / f"dt={d.isoformat()}"
             if not part.exists():
                 _write_empty(df, part)
-            wh.swap_in(part, wh.partition(table, d))
+            wh.swap_in(part, wh.table(table) / f"dt={d.isoformat()}")
         return stats
     finally:
         shutil.rmtree(staged, ignore_errors=True)

@@ -1,7 +1,7 @@
 """The ETL's stages by name, in the order they run: a new stage is one module plus one line here.
 
-Each stage is ``run(spark, cfg, days)``: it reads its inputs for ``days`` and replaces its output
-partitions for them atomically, with a manifest per day. A range runs each stage once over all
+Each stage is ``run(spark, cfg, days, wh=None)``: it reads its inputs for ``days`` and replaces its
+output partitions for them, with a manifest per day, in the run of ``wh`` (or a run of its own). A range runs each stage once over all
 its days (one Spark application, one pass per stage) and gives the same rows as running the days
 one by one. ``pipelines/nightly/etl.py`` runs them with their quality gates.
 """
@@ -17,7 +17,9 @@ from pipelines.etl import clean, graphs, sequences, sessionize
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-Stage = Callable[["SparkSession", Config, list[date]], None]
+    from pipelines.core.warehouse import Warehouse
+
+Stage = Callable[["SparkSession", Config, list[date], "Warehouse | None"], None]
 STAGES: dict[str, Stage] = {
     "clean": clean.run,
     "sessionize": sessionize.run,

@@ -14,7 +14,6 @@ from datetime import date
 from functools import cache
 from typing import TYPE_CHECKING, Any, Callable
 
-from pipelines.core.config import Config
 from pipelines.core.errors import GateFailed
 from pipelines.core.warehouse import Warehouse
 
@@ -135,6 +134,8 @@ class GateReport:
     days: list[date]
     outcomes: list[Outcome]
     seconds: float
+    #: What the gate judged, recorded with its results (e.g. which run wrote the tables).
+    context: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failures(self) -> list[Outcome]:
@@ -178,11 +179,12 @@ def run_frames(gate: str, days: list[date], build: Callable[[], list[Frame]]) ->
     return report
 
 
-def record_gate(cfg: Config, report: GateReport, partition: str = "", *, raise_on_failure: bool = True) -> GateReport:
+def record_gate(wh: Warehouse, report: GateReport, partition: str = "", *, raise_on_failure: bool = True) -> GateReport:
     """Write a gate's results as ``_gates/stage=S[/partition]/dt=D.json`` and ``.md``; raise on a failure."""
-    Warehouse(cfg.warehouse).write_gate_result(report.gate, report.days, {
+    wh.write_gate_result(report.gate, report.days, {
         "gate": report.gate, "days": [d.isoformat() for d in report.days], "passed": report.passed,
-        "seconds": report.seconds, "outcomes": [o.__dict__ for o in report.outcomes]}, report.markdown(), partition)
+        "seconds": report.seconds, "outcomes": [o.__dict__ for o in report.outcomes], "context": report.context},
+        report.markdown(), partition)
     if raise_on_failure and not report.passed:
         raise GateFailed(report.summary())
     return report

@@ -1,7 +1,7 @@
-"""Gate ``clean``: columns and types, ids not null, event types allowed, times inside the
-partition's day, event_id unique, values >= 0, quarantine reasons known, rows in = clean +
-quarantined (the manifest against a fresh count of the raw rows), and drift of the row count and
-the quarantined share."""
+"""Gate ``clean``: columns and types, ids present (not null, not blank), event types allowed,
+times inside the partition's day, event_id unique, values finite and >= 0, quarantine reasons
+known, rows in = clean + quarantined (the manifest against a fresh count of the raw rows), and
+drift of the row count and the quarantined share."""
 
 from __future__ import annotations
 
@@ -18,23 +18,25 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
-def frames(spark: "SparkSession", cfg: Config, days: list[date]) -> list[Frame]:
+def frames(spark: "SparkSession", cfg: Config, days: list[date], wh: Warehouse) -> list[Frame]:
     from great_expectations import expectations as gxe
     from pyspark.sql import functions as F
 
     from pipelines.core.schema import EVENT
-    from pipelines.etl.clean import REASONS
+    from pipelines.etl.clean import BLANK, REASONS
 
-    wh = Warehouse(cfg.warehouse)
     clean = read_table(spark, wh, layout.CLEAN_EVENTS, days)
     start, end = F.to_timestamp(F.col("dt")), F.to_timestamp(F.date_add(F.col("dt"), 1))
-    checked = clean.withColumn("in_day", (F.col("ts") >= start) & (F.col("ts") < end))
+    checked = clean.withColumn("in_day", (F.col("ts") >= start) & (F.col("ts") < end)).withColumn(
+        "ids_present", ~(F.col("user_id").rlike(BLANK) | F.col("item_id").rlike(BLANK) | F.col("domain").rlike(BLANK))
+    ).withColumn("value_finite", F.col("value").isNull() | ~(F.isnan("value") | (F.abs("value") == float("inf"))))
     out = [
         Frame(layout.CLEAN_EVENTS, checked, [
-            *columns(EVENT, extra=("in_day",)),
+            *columns(EVENT, extra=("in_day", "ids_present", "value_finite")),
             *not_null("event_id", "user_id", "item_id", "event_type", "ts", "domain", "dt"),
             (gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(cfg.clean.event_types)), CRITICAL),
-            (gxe.ExpectColumnValuesToBeInSet(column="in_day", value_set=[True]), CRITICAL),
+            *[(gxe.ExpectColumnValuesToBeInSet(column=c, value_set=[True]), CRITICAL)
+              for c in ("in_day", "ids_present", "value_finite")],
             (gxe.ExpectColumnValuesToBeBetween(column="value", min_value=0), CRITICAL),
             (gxe.ExpectColumnValueLengthsToBeBetween(column="user_id", min_value=1), CRITICAL),
             (gxe.ExpectColumnValueLengthsToBeBetween(column="item_id", min_value=1), CRITICAL),

@@ -2,7 +2,7 @@
 wrote: one row per user and per item of the model (ids present and unique), the model's
 dimension and version on every row, every vector finite and non-zero. Vectors are checked
 through their norms (pandas columns of scalars; a million vectors never become Python lists).
-Results: ``_gates/stage=embeddings/model=M/dt=D.{json,md}``."""
+Results: ``_gates/stage=embeddings/model=M/version=V/dt=D.{json,md}``."""
 
 from __future__ import annotations
 
@@ -20,18 +20,19 @@ if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
 
 
-def frames(cfg: Config, method: str, day: date) -> list[Frame]:
+def frames(cfg: Config, method: str, day: date, version: str, wh: Warehouse) -> list[Frame]:
+    """The frames of the module docstring (``infer_manifest`` gives the rows inference wrote)."""
     import numpy as np
     import pyarrow.parquet as pq
     from great_expectations import expectations as gxe
 
-    wh = Warehouse(cfg.warehouse)
-    manifest = wh.read_manifest("infer", f"model={method}/dt={day.isoformat()}")
+    manifest = wh.read_manifest("infer", wh.infer_key(method, day, version))
     if manifest is None:
-        raise WarehouseError(f"no embeddings of {method} as of {day} in {wh.root}: run `seqrep infer` first")
+        raise WarehouseError(f"no embeddings of {method} version {version} as of {day} in {wh.root}: "
+                             "run `seqrep infer` first")
 
     def frame(kind: str, ids: list[str]) -> "pd.DataFrame":
-        t = pq.read_table(wh.embeddings(kind, method, day), columns=[*ids, "vector", "dim", "model_version", "n_events"])
+        t = pq.read_table(wh.embeddings(kind, method, day, version), columns=[*ids, "vector", "dim", "model_version", "n_events"])
         vec = t.column("vector").combine_chunks()
         norms = np.linalg.norm(vec.values.to_numpy(zero_copy_only=False).reshape(len(vec), -1), axis=1)
         df = t.drop_columns(["vector"]).to_pandas()

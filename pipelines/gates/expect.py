@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 
 def read_table(spark: "SparkSession", wh: Warehouse, table: str, days: list[date]) -> "DataFrame":
     """The partitions of ``table`` for every day of ``days`` (a missing one is a clear error)."""
-    paths = wh.require_partitions(table, days, who="gate", hint="run the stage that writes it first")
-    return spark.read.option("basePath", str(wh.table(table))).parquet(*paths)
+    from pipelines.etl.spark import read_paths
+
+    return read_paths(spark, wh, wh.require_partitions(table, days, who="gate", hint="run the stage that writes it first"))
 
 
 def columns(schema, extra: tuple[str, ...] = ()) -> list[tuple["Expectation", str]]:
@@ -66,13 +67,7 @@ def row_counts(wh: Warehouse, table: str, days: list[date]) -> dict[date, int]:
     files Spark would read: exact, and no Spark job for a number the files already state."""
     import pyarrow.parquet as pq
 
-    base = wh.table(table)
-    out = {}
-    for d in days:
-        files = [f for f in base.glob(f"**/dt={d.isoformat()}/*")
-                 if f.is_file() and not f.name.startswith(("_", ".")) and f.suffix == ".parquet"]
-        out[d] = sum(pq.read_metadata(f).num_rows for f in files)
-    return out
+    return {d: sum(pq.read_metadata(f).num_rows for f in wh.partition_files(table, d)) for d in days}
 
 
 def drift(cfg: Config, stage: str, days: list[date], today: dict[date, dict[str, float]],
@@ -116,4 +111,6 @@ def vocab_max(spark: "SparkSession", wh: Warehouse, table: str, idx: str, last: 
     days = wh.days_upto(table, last)
     if not days:
         return 0
-    return spark.read.parquet(*wh.existing_partitions(table, days)).agg(F.max(idx)).collect()[0][0] or 0
+    from pipelines.etl.spark import read_partitions
+
+    return read_partitions(spark, wh, table, days).agg(F.max(idx)).collect()[0][0] or 0

@@ -16,13 +16,12 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
-def frames(spark: "SparkSession", cfg: Config, days: list[date]) -> list[Frame]:
+def frames(spark: "SparkSession", cfg: Config, days: list[date], wh: Warehouse) -> list[Frame]:
     from great_expectations import expectations as gxe
     from pyspark.sql import functions as F
 
     from pipelines.core.schema import ITEM_TRANSITION, USER_ITEM
 
-    wh = Warehouse(cfg.warehouse)
     items_max = vocab_max(spark, wh, layout.VOCAB_ITEMS, "item_idx", days[-1])
     users_max = vocab_max(spark, wh, layout.VOCAB_USERS, "user_idx", days[-1])
     trans = read_table(spark, wh, layout.ITEM_TRANSITIONS, days).withColumn(

@@ -17,13 +17,12 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
-def frames(spark: "SparkSession", cfg: Config, days: list[date]) -> list[Frame]:
+def frames(spark: "SparkSession", cfg: Config, days: list[date], wh: Warehouse) -> list[Frame]:
     from pyspark.sql.types import StringType, StructField
 
     from pipelines.core.schema import EVENT
     from pipelines.etl.clean import read_raw
 
-    wh = Warehouse(cfg.warehouse)
     paths = wh.raw_paths(days)
     if not paths:
         raise WarehouseError(f"gate raw: no raw events for {days[0]}..{days[-1]}; run ingest first")

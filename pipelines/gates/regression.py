@@ -16,13 +16,13 @@ from pipelines.core.warehouse import Warehouse
 from pipelines.gates.check import CRITICAL, GateReport, Outcome, record_gate
 
 
-def run_regression_gate(cfg: Config, method: str, day: date) -> dict[str, Any]:
+def run_regression_gate(cfg: Config, method: str, day: date, *, wh: Warehouse | None = None) -> dict[str, Any]:
     """Judge the day's version of ``method`` (module docstring); raises ``GateFailed``."""
     from models.registry import method_config
     from pipelines.modeling.metrics import ndcg_at_10
 
     t0 = time.perf_counter()
-    wh = Warehouse(cfg.warehouse)
+    wh = wh or Warehouse(cfg.warehouse)
     version = method_config(method, cfg.methods.get(method)).version(day)
     new = ndcg_at_10(wh, method, day, version)
     last = wh.last_published(method, day)
@@ -36,5 +36,5 @@ def run_regression_gate(cfg: Config, method: str, day: date) -> dict[str, Any]:
         observed=(f"test NDCG@10 {new:.4f}" + ("" if floor is None else
                   f" vs floor {floor:.4f} = (1 - {drop}) x {last['test_ndcg@10']:.4f} of {last['model_version']} "
                   f"(live since {last['asof']})")))
-    record_gate(cfg, GateReport("regression", [day], [outcome], time.perf_counter() - t0), f"model={method}")
+    record_gate(wh, GateReport("regression", [day], [outcome], time.perf_counter() - t0), f"model={method}")
     return {"version": version, "test_ndcg@10": new, "floor": floor}

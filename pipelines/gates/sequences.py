@@ -17,8 +17,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
-def frames(spark: "SparkSession", cfg: Config, days: list[date]) -> list[Frame]:
-    wh = Warehouse(cfg.warehouse)
+def frames(spark: "SparkSession", cfg: Config, days: list[date], wh: Warehouse) -> list[Frame]:
     items_max = vocab_max(spark, wh, layout.VOCAB_ITEMS, "item_idx", days[-1])
     users_max = vocab_max(spark, wh, layout.VOCAB_USERS, "user_idx", days[-1])
     rate = new_item_rate(spark, cfg, wh, days)
@@ -76,8 +75,9 @@ def vocabulary_frame(spark: "SparkSession", wh: Warehouse, last: date, items_max
     from great_expectations import expectations as gxe
     from pyspark.sql import functions as F
 
-    vocab = spark.read.option("basePath", str(wh.table(layout.VOCAB_ITEMS))).parquet(
-        *wh.existing_partitions(layout.VOCAB_ITEMS, wh.days_upto(layout.VOCAB_ITEMS, last)))
+    from pipelines.etl.spark import read_partitions
+
+    vocab = read_partitions(spark, wh, layout.VOCAB_ITEMS, wh.days_upto(layout.VOCAB_ITEMS, last))
     return Frame(layout.VOCAB_ITEMS, vocab.select("item_idx", "domain", "item_id",
                                                   F.concat_ws("\u001f", "domain", "item_id").alias("item_key")), [
         (gxe.ExpectColumnValuesToBeUnique(column="item_idx"), CRITICAL),

@@ -17,13 +17,12 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
-def frames(spark: "SparkSession", cfg: Config, days: list[date]) -> list[Frame]:
+def frames(spark: "SparkSession", cfg: Config, days: list[date], wh: Warehouse) -> list[Frame]:
     from great_expectations import expectations as gxe
     from pyspark.sql import functions as F
 
     from pipelines.core.schema import SESSION_EVENT
 
-    wh = Warehouse(cfg.warehouse)
     s = read_table(spark, wh, layout.SESSIONS, days)
     gap_s = cfg.sessionize.gap_minutes * 60
     checked = s.withColumn("first_xor_prev", (F.col("session_seq") == 1) == F.col("prev_item_id").isNull())

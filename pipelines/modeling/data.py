@@ -16,15 +16,17 @@ target (``train_len``); users without splits train on their whole history.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
 from models.data import SequenceData, Split
 from models.errors import DataError
+from pipelines.core import runs
 from pipelines.core import warehouse as layout
 from pipelines.core.sqlfiles import duckdb_sql, sql_literal
 from pipelines.core.warehouse import Warehouse
@@ -44,16 +46,22 @@ def latest_day(warehouse: str | Path) -> date:
     return days[-1]
 
 
-def connect(wh: Warehouse, views: dict[str, str]):
+@contextmanager
+def connect(wh: Warehouse, views: dict[str, str]) -> Iterator[Any]:
     """An in-memory DuckDB connection with a view per warehouse table (view name -> table), every
-    ``dt=`` partition, ``dt`` typed as a DATE."""
+    ``dt=`` partition, ``dt`` typed as a DATE; held under the warehouse's read lock, so no commit
+    changes the tables while it reads them."""
     import duckdb
 
-    con = duckdb.connect()
-    for view, table in views.items():
-        con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet({sql_literal(wh.parquet_globs(table))}, "
-                    "hive_partitioning = true, hive_types = {'dt': DATE}, union_by_name = true)")
-    return con
+    with runs.reading(wh.root):
+        con = duckdb.connect()
+        try:
+            for view, table in views.items():
+                con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet({sql_literal(wh.parquet_globs(table))}, "
+                            "hive_partitioning = true, hive_types = {'dt': DATE}, union_by_name = true)")
+            yield con
+        finally:
+            con.close()
 
 
 def load(warehouse: str | Path, day: date, protocol: str = "loo") -> SequenceData:
@@ -63,15 +71,12 @@ def load(warehouse: str | Path, day: date, protocol: str = "loo") -> SequenceDat
     wh = Warehouse(warehouse)
     for table in (layout.SEQUENCES, layout.SPLITS, layout.VOCAB_ITEMS):
         wh.require_upto(table, day, who="training data", error=DataError)
-    con = connect(wh, {"sequences": layout.SEQUENCES, "splits": layout.SPLITS, "vocab_items": layout.VOCAB_ITEMS})
-    try:
+    with connect(wh, {"sequences": layout.SEQUENCES, "splits": layout.SPLITS, "vocab_items": layout.VOCAB_ITEMS}) as con:
         seq = con.sql(f"SELECT user_idx, item_idx FROM ({duckdb_sql('sequences_asof')}) ORDER BY user_idx",
                       params={"asof": day}).to_arrow_table()
         spl = con.sql(f"SELECT * FROM ({duckdb_sql('splits_asof')}) ORDER BY split, user_idx",
                       params={"asof": day, "protocol": protocol}).to_arrow_table()
         n_items = con.execute("SELECT coalesce(max(item_idx), 0) FROM vocab_items WHERE dt <= ?", [day]).fetchone()[0]
-    finally:
-        con.close()
     users = seq.column("user_idx").to_numpy()
     lists = seq.column("item_idx").combine_chunks()
     offsets = lists.offsets.to_numpy().astype(np.int64)
@@ -115,12 +120,9 @@ class WarehouseSide:
         """``graphs/user_item`` as of the day (``sql/user_item_asof.sql``): user_idx, item_idx, count."""
         wh = Warehouse(self.root)
         wh.require_upto(layout.USER_ITEM, self.day, who="the user-item graph", error=DataError)
-        con = connect(wh, {"user_item": layout.USER_ITEM})
-        try:
+        with connect(wh, {"user_item": layout.USER_ITEM}) as con:
             edges = con.sql(f"SELECT user_idx, item_idx, count FROM ({duckdb_sql('user_item_asof')})",
                             params={"asof": self.day}).fetchnumpy()
-        finally:
-            con.close()
         return (edges["user_idx"].astype(np.int64), edges["item_idx"].astype(np.int64),
                 edges["count"].astype(np.int64))
 
@@ -129,12 +131,9 @@ class WarehouseSide:
         of events of each [U], and every event's type, user after user (a string array)."""
         import pyarrow.compute as pc
 
-        con = connect(Warehouse(self.root), {"sequences": layout.SEQUENCES})
-        try:
+        with connect(Warehouse(self.root), {"sequences": layout.SEQUENCES}) as con:
             tbl = con.sql(f"SELECT user_idx, event_type FROM ({duckdb_sql('sequences_asof')}) ORDER BY user_idx",
                           params={"asof": self.day}).to_arrow_table()
-        finally:
-            con.close()
         lists = tbl.column("event_type").combine_chunks()
         return (tbl.column("user_idx").to_numpy(), pc.list_value_length(lists).to_numpy(zero_copy_only=False),
                 lists.flatten())
@@ -163,8 +162,7 @@ def item_documents(warehouse: str | Path, day: date, n_items: int,
         raise DataError(f"no item metadata in {wh.table(layout.ITEMS)} (items/source=S): the source's adapter "
                         "wrote none, so there is no text to encode")
     doc = f"concat_ws(' ', {', '.join(_FIELD_SQL[f] for f in fields)})"
-    con = connect(wh, {"vocab_items": layout.VOCAB_ITEMS})
-    try:
+    with connect(wh, {"vocab_items": layout.VOCAB_ITEMS}) as con:
         glob = sql_literal(str(wh.table(layout.ITEMS) / "source=*" / "*.parquet"))
         con.execute(f"CREATE VIEW items AS SELECT * FROM read_parquet({glob}, hive_partitioning = true, "
                     "union_by_name = true)")
@@ -174,8 +172,6 @@ def item_documents(warehouse: str | Path, day: date, n_items: int,
             JOIN items i ON i.domain = v.domain AND i.item_id = v.item_id
             WHERE v.item_idx BETWEEN 1 AND ?
             GROUP BY v.item_idx""", [day, n_items]).fetchnumpy()
-    finally:
-        con.close()
     docs = np.full(n_items + 1, "", dtype=object)
     docs[rows["item_idx"].astype(np.int64)] = rows["doc"]
     return [d if isinstance(d, str) else "" for d in docs.tolist()]

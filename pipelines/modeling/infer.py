@@ -7,14 +7,15 @@
 2. **encode** every user with a sequence (``models.infer.encode_users``: batched by
    ``embeddings.batch_size``, users of similar history lengths together, under
    ``torch.inference_mode``, on CUDA when present) and read the item vectors;
-3. **write** two partitions, each atomically (staged, then swapped in), and the manifest
-   ``_manifests/stage=infer/model=M/dt=D``:
+3. **write** two partitions and the manifest ``_manifests/stage=infer/model=M/version=V/dt=D``
+   in one run (visible together), keyed by the model version ``V``, beside the tables of other
+   versions: a version becomes the live one only through ``seqrep publish`` (after its gate):
 
-- ``embeddings/users/model=M/dt=D``: ``user_id``, ``user_idx``, ``vector`` (float32[dim]),
+- ``embeddings/users/model=M/dt=D/version=V``: ``user_id``, ``user_idx``, ``vector`` (float32[dim]),
   ``dim``, ``method``, ``model_version``, ``asof``, ``n_events`` (the user's events up to D),
   ``fold_in`` (the user has events after the model's training day: the vector comes from the
   current model without retraining, from the user's fresh history);
-- ``embeddings/items/model=M/dt=D``: ``domain``, ``item_id``, ``item_idx``, ``vector``, ``dim``,
+- ``embeddings/items/model=M/dt=D/version=V``: ``domain``, ``item_id``, ``item_idx``, ``vector``, ``dim``,
   ``method``, ``model_version``, ``asof``, ``n_events`` (the item's events up to D), every item
   of the model's vocabulary.
 
@@ -38,6 +39,7 @@ from models.registry import MethodConfig
 from pipelines.core import warehouse as layout
 from pipelines.core.config import Config
 from pipelines.core.errors import UsageError
+from pipelines.core.runs import transaction
 from pipelines.core.sqlfiles import duckdb_sql
 from pipelines.core.warehouse import Warehouse
 from pipelines.modeling.data import connect, load
@@ -74,17 +76,17 @@ def infer(cfg: Config, method: str, day: date, *, sets: list[str] = (), version:
     the manifest."""
     from models.trainer import pick_device
 
-    wh = Warehouse(cfg.warehouse)
     t0 = time.perf_counter()
     trained = load_model(cfg, method, day, sets, version)
     device = pick_device(trained.mc.train)
     trained.model.to(device)
-    data, dropped_events, users = load_histories(wh, day, trained)
+    data, dropped_events, users = load_histories(Warehouse(cfg.warehouse), day, trained)
     vectors = encode(cfg, trained, data, users, device, echo)
-    manifest = write_tables(wh, trained, day, data, users, vectors)
-    manifest.update({"events_on_items_unknown_to_the_model": dropped_events, "device": str(device),
-                     "seconds": round(time.perf_counter() - t0, 2)})
-    wh.write_manifest("infer", f"model={method}/dt={day.isoformat()}", manifest)
+    with transaction(Warehouse(cfg.warehouse), f"model={method}") as wh:  # both tables and the manifest together
+        manifest = write_tables(wh, trained, day, data, users, vectors)
+        manifest.update({"events_on_items_unknown_to_the_model": dropped_events, "device": str(device),
+                         "seconds": round(time.perf_counter() - t0, 2)})
+        wh.write_manifest("infer", wh.infer_key(method, day, trained.folder.name), manifest)
     echo(f"wrote {manifest['users']:,} user and {manifest['items']:,} item vectors (dim {manifest['dim']}) in "
          f"{manifest['seconds']:.1f}s: {Path(manifest['outputs']['users']).relative_to(wh.root)}, "
          f"{Path(manifest['outputs']['items']).relative_to(wh.root)}")
@@ -181,9 +183,10 @@ def write_tables(wh: Warehouse, trained: Trained, day: date, data: SequenceData,
     item_cols = {"domain": pa.array(items["domain"], pa.string()), "item_id": pa.array(items["item_id"], pa.string()),
                  "item_idx": pa.array(items["item_idx"], pa.int32()), "vector": _vectors(vec.items),
                  **common(n), "n_events": pa.array(items["n_events"], pa.int64())}
-    outputs = {kind: str(_write_partition(wh, wh.embeddings(kind, method, day), cols))
+    outputs = {kind: str(_write_partition(wh, wh.embeddings(kind, method, day, version), cols))
                for kind, cols in (("users", user_cols), ("items", item_cols))}
-    return {"stage": "infer", "dim": dim, "method": method, "model_version": version, "asof": day.isoformat(),
+    return {"stage": "infer", "run": wh.run.id if wh.run is not None else None,
+            "dim": dim, "method": method, "model_version": version, "asof": day.isoformat(),
             "trained_day": trained.day.isoformat(), "users": len(rows), "users_fold_in": int(vec.fold_in[rows].sum()),
             "users_without_known_items": int((data.lengths == 0).sum()), "items": n, "compiled": vec.compiled,
             "outputs": outputs}
@@ -191,25 +194,19 @@ def write_tables(wh: Warehouse, trained: Trained, day: date, data: SequenceData,
 
 def _user_rows(wh: Warehouse, day: date) -> dict[str, np.ndarray]:
     """user_idx, user_id, n_events and the day of the last activity of every user as of ``day``."""
-    con = connect(wh, {"sequences": layout.SEQUENCES})
-    try:
+    with connect(wh, {"sequences": layout.SEQUENCES}) as con:
         return con.sql(f"SELECT user_idx, user_id, n_events, dt FROM ({duckdb_sql('sequences_asof')}) ORDER BY user_idx",
                        params={"asof": day}).fetchnumpy()
-    finally:
-        con.close()
 
 
 def _item_rows(wh: Warehouse, day: date, n_items: int) -> dict[str, np.ndarray]:
     """domain, item_id and events up to ``day`` of items 1..n_items."""
-    con = connect(wh, {"vocab_items": layout.VOCAB_ITEMS, "user_item": layout.USER_ITEM})
-    try:
+    with connect(wh, {"vocab_items": layout.VOCAB_ITEMS, "user_item": layout.USER_ITEM}) as con:
         return con.sql(
             f"SELECT v.item_idx, v.domain, v.item_id, coalesce(c.n, 0) AS n_events FROM vocab_items v "
             f"LEFT JOIN (SELECT item_idx, sum(count) AS n FROM ({duckdb_sql('user_item_asof')}) GROUP BY item_idx) c "
             "USING (item_idx) WHERE v.dt <= $asof AND v.item_idx <= $n ORDER BY v.item_idx",
             params={"asof": day, "n": n_items}).fetchnumpy()
-    finally:
-        con.close()
 
 
 def _vectors(vectors: np.ndarray):

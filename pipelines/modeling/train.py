@@ -17,6 +17,7 @@ from models.data import SequenceData
 from models.registry import MethodConfig, build, method_config
 from pipelines.core.config import Config
 from pipelines.core.errors import WarehouseError
+from pipelines.core.runs import transaction
 from pipelines.core.warehouse import Warehouse
 from pipelines.modeling.data import latest_day, load
 from pipelines.modeling.metrics import metric_rows, write_metrics
@@ -64,12 +65,11 @@ def train_method(cfg: Config, name: str, day: date, *, sets: list[str] = (), res
     from models.checkpoint import load_grown
     from models.trainer import train
 
-    wh = Warehouse(cfg.warehouse)
     mc = method_config(name, cfg.methods.get(name), sets)
-    data = data or load(wh.root, day, mc.train.protocol)
+    data = data or load(cfg.warehouse, day, mc.train.protocol)
     model = build(mc, data.n_items, data.user_vocab)
     version = mc.version(day)
-    folder = wh.model_folder(name, version)
+    folder = Warehouse(cfg.warehouse).model_folder(name, version)
     fit, note = mc, ""
     if warm is not None:
         grown = load_grown(model, warm.folder)
@@ -77,15 +77,15 @@ def train_method(cfg: Config, name: str, day: date, *, sets: list[str] = (), res
         note = f" (warm start from {warm.folder.name}, {warm.epochs} epochs, grown: {', '.join(grown) or 'none'})"
     echo(f"train {name} on {dataset_name(cfg)} as of {day}: {len(data.users):,} users, {data.n_items:,} items, "
          f"{len(data.items):,} events -> {folder}{note}")
-    workdir = wh.model_workdir(name, version)
-    result = train(model, data, fit, workdir, resume=resume, echo=echo, meta={"version": version, **(meta or {})})
-    wh.swap_in(workdir, folder)
-    result = replace(result, folder=folder)
-    rows = evaluate_model(cfg, mc, model, data, version) if evaluate else []
-    return result, rows
+    with transaction(Warehouse(cfg.warehouse), f"model={name}") as wh:  # the version and its metrics together
+        workdir = wh.model_workdir(name, version)
+        result = train(model, data, fit, workdir, resume=resume, echo=echo, meta={"version": version, **(meta or {})})
+        wh.swap_in(workdir, folder)
+        rows = evaluate_model(wh, cfg, mc, model, data, version) if evaluate else []
+    return replace(result, folder=folder), rows
 
 
-def evaluate_model(cfg: Config, mc: MethodConfig, model, data: SequenceData, version: str) -> list[dict]:
+def evaluate_model(wh: Warehouse, cfg: Config, mc: MethodConfig, model, data: SequenceData, version: str) -> list[dict]:
     """Full-ranking metrics of ``model`` on the valid and test splits of ``data``, written to ``metrics/``."""
     from models.evaluate import evaluate
     from models.trainer import pick_device
@@ -100,17 +100,24 @@ def evaluate_model(cfg: Config, mc: MethodConfig, model, data: SequenceData, ver
             rows += metric_rows(res, method=mc.method, dataset=dataset_name(cfg), protocol=data.protocol,
                                 day=data.day, version=version, seed=mc.train.seed)
     if rows:
-        write_metrics(Warehouse(cfg.warehouse), rows)
+        write_metrics(wh, rows)
     return rows
 
 
 def load_folder(mc: MethodConfig, folder: Path):
-    """The model stored in ``folder`` (built with ``mc``, sized by its config.json)."""
-    from models.checkpoint import load_model, read_json
+    """The model stored in ``folder`` (built with ``mc``, sized by its config.json). The config is
+    checked against the weights' own shapes before anything is allocated, so a damaged or tampered
+    folder is a clear error, never a huge allocation or a traceback."""
+    from models.checkpoint import CheckpointError, check_shapes, load_model, read_json
 
-    meta = read_json(folder / "config.json")
-    model = build(mc, int(meta["n_items"]), int(meta.get("user_vocab", 0)))
-    load_model(model, folder)
+    try:
+        meta = read_json(folder / "config.json")
+        n_items, n_users = int(meta["n_items"]), int(meta.get("user_vocab", 0))
+        check_shapes(lambda: build(mc, n_items, n_users), folder)
+        model = build(mc, n_items, n_users)
+        load_model(model, folder)
+    except (CheckpointError, ValueError, KeyError, TypeError) as exc:
+        raise WarehouseError(f"model folder {folder} cannot be loaded: {exc}") from None
     return model
 
 
@@ -150,5 +157,6 @@ def evaluate_methods(cfg: Config, names: list[str], day: date, *, sets: list[str
         protocol = mc.train.protocol
         if protocol not in cache:
             cache[protocol] = load(cfg.warehouse, day, protocol)
-        rows += evaluate_model(cfg, mc, model, cache[protocol], folder.name)
+        with transaction(Warehouse(cfg.warehouse), f"model={name}") as wh:
+            rows += evaluate_model(wh, cfg, mc, model, cache[protocol], folder.name)
     return rows

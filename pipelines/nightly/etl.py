@@ -1,9 +1,12 @@
 """The ETL of a day or a range of days: its stages in order, each followed by its quality gate.
 
 ``run(spark, cfg, days)`` runs ``clean -> sessionize -> sequences -> graphs``
-(``pipelines/etl/stages.py``) over ``days``; with ``gates.enabled`` the raw gate runs before clean
-and each stage's gate after it (``pipelines/gates/``): a failed gate stops the run before the
-next stage reads the bad output. The nightly DAG runs the same stages and gates as its own tasks.
+(``pipelines/etl/stages.py``) over ``days`` in one run (``pipelines/core/runs.py``): every table
+and manifest they write becomes visible together when the last one is done, or none does. With
+``gates.enabled`` the raw gate runs before clean and each stage's gate after it
+(``pipelines/gates/``), on the run's own output: a failed gate stops the run before the next
+stage reads the bad output (what was written up to it is committed, for inspection). The nightly
+DAG runs the same stages and gates as its own tasks, each task a run.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from datetime import date
 from typing import TYPE_CHECKING, Callable
 
 from pipelines.core.config import Config
+from pipelines.core.runs import transaction
+from pipelines.core.warehouse import Warehouse
 from pipelines.etl.stages import STAGES
 from pipelines.gates.registry import AFTER_STAGE, run_gate
 
@@ -36,9 +41,10 @@ def run(
         if progress is not None:
             progress(name, time.perf_counter() - t0)
 
-    for name in stages or list(STAGES):
-        if gates and name == "clean":
-            step("gate raw", lambda: run_gate(spark, cfg, "raw", days))
-        step(name, lambda: STAGES[name](spark, cfg, days))
-        if gates:
-            step(f"gate {AFTER_STAGE[name]}", lambda: run_gate(spark, cfg, AFTER_STAGE[name], days))
+    with transaction(Warehouse(cfg.warehouse), "etl") as wh:
+        for name in stages or list(STAGES):
+            if gates and name == "clean":
+                step("gate raw", lambda: run_gate(spark, cfg, "raw", days, wh=wh))
+            step(name, lambda: STAGES[name](spark, cfg, days, wh))
+            if gates:
+                step(f"gate {AFTER_STAGE[name]}", lambda: run_gate(spark, cfg, AFTER_STAGE[name], days, wh=wh))

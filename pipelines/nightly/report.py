@@ -69,13 +69,14 @@ def _table_sizes(wh: Warehouse, day: date) -> list[dict[str, Any]]:
 
     rows = []
     for kind in ("users", "items"):
-        for part in wh.embedding_partitions(kind, day):
+        for part in wh.embedding_partitions(kind, day):  # .../model=M/dt=D/version=V
             files = sorted(part.glob("*.parquet"))
             meta = [pq.read_metadata(f) for f in files]
-            published = wh.publish_record(part.parent.name.split("=", 1)[1], day)
-            rows.append({"table": f"embeddings/{kind}", "method": part.parent.name.split("=", 1)[1],
+            method, version = part.parent.parent.name.split("=", 1)[1], part.name.split("=", 1)[1]
+            live = (wh.publish_record(method, day) or {}).get("model_version") == version
+            rows.append({"table": f"embeddings/{kind}", "method": method, "version": version,
                          "rows": sum(m.num_rows for m in meta), "MB": round(sum(f.stat().st_size for f in files) / 2**20, 2),
-                         "published": "yes" if published else "no"})
+                         "published": "yes" if live else "no"})
     return rows
 
 

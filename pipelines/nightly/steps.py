@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from pipelines.core.config import Config
 from pipelines.core.errors import GateFailed, WarehouseError
+from pipelines.core.runs import transaction
 from pipelines.core.warehouse import Warehouse
 
 Echo = Callable[[str], None]
@@ -88,7 +89,8 @@ def regression_gate(cfg: Config, method: str, day: date) -> dict[str, Any]:
     """The regression gate of the day's version (``pipelines/gates/regression.py``)."""
     from pipelines.gates.regression import run_regression_gate
 
-    return run_regression_gate(cfg, method, day)
+    with transaction(Warehouse(cfg.warehouse), f"model={method}") as wh:
+        return run_regression_gate(cfg, method, day, wh=wh)
 
 
 def infer(cfg: Config, method: str, day: date, *, echo: Echo = print) -> dict[str, Any]:
@@ -98,32 +100,44 @@ def infer(cfg: Config, method: str, day: date, *, echo: Echo = print) -> dict[st
     return write_tables(cfg, method, day, echo=echo)
 
 
-def validate_embeddings(cfg: Config, method: str, day: date, *, echo: Echo = print) -> None:
+def validate_embeddings(cfg: Config, method: str, day: date, version: str | None = None, *, echo: Echo = print,
+                        wh: Warehouse | None = None) -> None:
+    """The embeddings gate on a version's tables of the day (default: the run's configuration's)."""
     from pipelines.gates.registry import run_embeddings_gate
 
-    echo(run_embeddings_gate(cfg, method, day).summary())
+    version = version or _version_folder(cfg, method, day).name
+    with transaction(wh or Warehouse(cfg.warehouse), f"model={method}") as wh:
+        echo(run_embeddings_gate(cfg, method, day, version, wh=wh).summary())
 
 
-def publish(cfg: Config, method: str, day: date, *, echo: Echo = print) -> dict[str, Any]:
-    """Build the item index of the day's tables and write the publish record (module docstring)."""
+def publish(cfg: Config, method: str, day: date, version: str | None = None, *, echo: Echo = print) -> dict[str, Any]:
+    """Make a version's tables of the day the live ones (default: the version of the run's
+    configuration; ``seqrep infer --version`` writes others): gate them if they are not gated
+    since inference wrote them, build their item index, and write the publish record, the one
+    pointer queries follow, all in one run."""
+    with transaction(Warehouse(cfg.warehouse), f"model={method}") as wh:
+        return _publish(cfg, method, day, version or _version_folder(cfg, method, day).name, wh, echo)
+
+
+def _publish(cfg: Config, method: str, day: date, version: str, wh: Warehouse, echo: Echo) -> dict[str, Any]:
     from models.checkpoint import read_json
+    from pipelines.gates.registry import embeddings_partition
     from pipelines.modeling.metrics import ndcg_at_10
     from pipelines.serving.index import publish_index
 
-    wh = Warehouse(cfg.warehouse)
-    inferred = wh.read_manifest("infer", f"model={method}/dt={day.isoformat()}")
+    inferred = wh.read_manifest("infer", wh.infer_key(method, day, version))
     if inferred is None:
-        raise StepError(f"no embeddings of {method} as of {day}: run `seqrep infer --method {method} --date {day}`")
-    gate = wh.gate_result_path("embeddings", day, f"model={method}")
-    result = wh.read_gate_result("embeddings", day, f"model={method}")
-    if result is None or gate.stat().st_mtime < wh.manifest_path("infer", f"model={method}/dt={day.isoformat()}").stat().st_mtime:
-        validate_embeddings(cfg, method, day, echo=echo)  # not gated since inference wrote them (e.g. by hand)
+        raise StepError(f"no embeddings of {method} version {version} as of {day}: "
+                        f"run `seqrep infer --method {method} --date {day}` first")
+    result = wh.read_gate_result("embeddings", day, embeddings_partition(method, version))
+    if result is None or result.get("context", {}).get("infer_run") != inferred.get("run"):
+        validate_embeddings(cfg, method, day, version, echo=echo, wh=wh)  # not gated since inference wrote them
     elif not result["passed"]:
-        raise GateFailed(f"the embeddings of {method} as of {day} failed their gate ({gate.with_suffix('.md')})")
-    version = inferred["model_version"]
+        gate = wh.gate_result_path("embeddings", day, embeddings_partition(method, version))
+        raise GateFailed(f"the embeddings of {method} {version} as of {day} failed their gate ({gate.with_suffix('.md')})")
     folder = wh.model_folder(method, version)
     meta = read_json(folder / "config.json")
-    index = publish_index(cfg, method, day)
+    index = publish_index(cfg, method, day, version, wh)
     record = {
         "stage": "publish", "method": method, "asof": day.isoformat(), "model_version": version,
         "model_folder": str(folder.relative_to(wh.root)), "trained_day": str(meta["day"]),

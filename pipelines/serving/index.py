@@ -1,7 +1,7 @@
 """Nearest-neighbour index (FAISS) over a method's item vectors as of a day.
 
-``publish_index(cfg, method, day)`` reads ``embeddings/items/model=M/dt=D`` and writes
-``embeddings/index/model=M/dt=D/`` (``items.faiss`` + ``index.json``) in one swap. Search is by
+``publish_index(cfg, method, day, version)`` reads ``embeddings/items/model=M/dt=D/version=V`` and
+writes ``embeddings/index/model=M/dt=D/version=V/`` (``items.faiss`` + ``index.json``) in one swap. Search is by
 inner product, the score every method ranks items with (``score(u, i) = <u, v_i>``), so one
 index serves both "recommend for this user vector" and "items similar to this item".
 
@@ -36,6 +36,8 @@ class ItemIndex:
 
     index: object  # faiss.Index (an IndexIDMap2 whose ids are item_idx)
     kind: str  # "flat" | "hnsw"
+    dim: int = 0
+    items: int = 0
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (inner products [Q, k], item_idx [Q, k]) of each query; id -1 where fewer exist."""
@@ -58,16 +60,17 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, cfg: EmbeddingsConfig) -> 
         kind = "hnsw"
     index = faiss.IndexIDMap2(base)
     index.add_with_ids(v, ids.astype(np.int64))
-    return ItemIndex(index, kind)
+    return ItemIndex(index, kind, dim, n)
 
 
-def publish_index(cfg: Config, method: str, day: date) -> Path:
-    """Build the item index of ``method`` as of ``day`` from its item table; write it atomically."""
+def publish_index(cfg: Config, method: str, day: date, version: str, wh: Warehouse | None = None) -> Path:
+    """Build the item index of a version of ``method`` as of ``day`` from its item table; write it
+    atomically (in the run of ``wh``, when given)."""
     import faiss
     import pyarrow.parquet as pq
 
-    wh = Warehouse(cfg.warehouse)
-    table = wh.embeddings("items", method, day)
+    wh = wh or Warehouse(cfg.warehouse)
+    table = wh.embeddings("items", method, day, version)
     if not table.is_dir():
         raise WarehouseError(f"no item embeddings of {method} as of {day} ({table}): run `seqrep infer` first")
     t0 = time.perf_counter()
@@ -77,7 +80,7 @@ def publish_index(cfg: Config, method: str, day: date) -> Path:
     v = vectors.values.to_numpy().reshape(-1, dim)
     index = build_index(v, items.column("item_idx").to_numpy(), cfg.embeddings)
     meta = {
-        "method": method, "asof": day.isoformat(), "kind": index.kind, "metric": "inner_product",
+        "method": method, "asof": day.isoformat(), "model_version": version, "kind": index.kind, "metric": "inner_product",
         "items": len(v), "dim": dim, "hnsw_m": cfg.embeddings.hnsw_m,
         "hnsw_ef_construction": cfg.embeddings.hnsw_ef_construction, "hnsw_ef_search": cfg.embeddings.hnsw_ef_search,
         "build_seconds": round(time.perf_counter() - t0, 3),
@@ -87,21 +90,25 @@ def publish_index(cfg: Config, method: str, day: date) -> Path:
         faiss.write_index(index.index, str(staged / "items.faiss"))
         (staged / "index.json").write_text(json.dumps(meta, indent=2))
 
-    target = wh.index_folder(method, day)
+    target = wh.index_folder(method, day, version)
     wh.write_folder(target, fill)
     return target
 
 
-def load_index(wh: Warehouse, method: str, day: date, ef_search: int | None = None) -> ItemIndex:
-    """The published index of ``method`` as of ``day`` (FAISS's own format, never a pickle)."""
+def load_index(wh: Warehouse, method: str, day: date, version: str, ef_search: int | None = None) -> ItemIndex:
+    """The index of a version of ``method`` as of ``day`` (FAISS's own format, never a pickle)."""
     import faiss
 
-    folder = wh.index_folder(method, day)
+    folder = wh.index_folder(method, day, version)
     if not (folder / "items.faiss").is_file():
-        raise WarehouseError(f"no item index of {method} as of {day} ({folder}): run `seqrep infer --method {method} "
-                             f"--date {day}` (it publishes the index)")
+        raise WarehouseError(f"no item index of {method} version {version} as of {day} ({folder}): "
+                             f"run `seqrep publish --method {method} --date {day}` (it builds the index)")
     meta = json.loads((folder / "index.json").read_text())
-    index = faiss.read_index(str(folder / "items.faiss"))
+    try:
+        index = faiss.read_index(str(folder / "items.faiss"))
+    except RuntimeError as exc:  # FAISS reports a damaged file as a RuntimeError with C++ context
+        raise WarehouseError(f"item index {folder / 'items.faiss'} cannot be read ({str(exc).splitlines()[0]}); "
+                             f"rebuild it: `seqrep publish --method {method} --date {day}`") from None
     if meta["kind"] == "hnsw":
         faiss.downcast_index(index.index).hnsw.efSearch = ef_search or meta["hnsw_ef_search"]
-    return ItemIndex(index, meta["kind"])
+    return ItemIndex(index, meta["kind"], int(meta["dim"]), int(meta["items"]))

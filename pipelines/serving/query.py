@@ -12,6 +12,13 @@ The Python API mirrors ``seqrep query``::
     q.recommend("196", method="sasrec", k=10)       # by <u, v_i>, the user's seen items excluded
 
 ``day=None`` means the newest day with embeddings of that method (each result says which day).
+Only published versions are read: the day's publish record names the live version, whose tables
+and index ``seqrep publish`` built together; a query checks that they agree before it runs. Each
+call reads under the warehouse's read lock (``pipelines/core/locks.py``): a commit happens
+before it or after it, never in the middle.
+
+Bounds (``query`` of the config): ``k`` at most ``max_k``; SQL returns at most ``max_rows`` rows,
+runs at most ``timeout_s`` seconds, within ``memory_limit``; each stops with a message saying so.
 
 Safety: every query runs on a read-only DuckDB connection that holds only the views of
 ``sql/views.sql``; file access is limited to the warehouse and the configuration is locked.
@@ -23,21 +30,27 @@ Ids, methods and dates are always bound parameters, never formatted into SQL.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
 import tempfile
+import threading
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
+from pipelines.core import runs
+from pipelines.core.config import QueryConfig
 from pipelines.core.errors import UsageError
 from pipelines.core.sqlfiles import load_sql, sql_literal
 from pipelines.core.warehouse import Warehouse
 
-VIEWS = ("events", "sessions", "sequences", "metrics", "user_embeddings", "item_embeddings", "user_items")
+F = TypeVar("F", bound=Callable[..., Any])
+
+VIEWS = ("events", "sessions", "sequences", "metrics", "published", "user_embeddings", "item_embeddings", "user_items")
 #: Table functions user SQL may call: generators that read no files.
 ALLOWED_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
 
@@ -46,9 +59,10 @@ class QueryError(UsageError):
     """A query that cannot run: unknown id, method or date, or SQL that is not a read of the views."""
 
 
-def connect(warehouse: str | Path):
+def connect(warehouse: str | Path, limits: QueryConfig = QueryConfig(), spill: Path | None = None):
     """A read-only DuckDB connection with the warehouse views (``sql/views.sql``), file access
-    limited to the warehouse, configuration locked. Returns (connection, views created)."""
+    limited to the warehouse, memory bounded (spilling to ``spill``), configuration locked.
+    Returns (connection, views created)."""
     import duckdb
 
     wh = Warehouse(warehouse)
@@ -70,9 +84,26 @@ def connect(warehouse: str | Path):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # the open connection keeps its file
     con.execute("SET allowed_directories = $1", [[str(wh.root) + "/"]])
+    con.execute("SET memory_limit = $1", [limits.memory_limit])
+    if spill is not None:
+        con.execute("SET temp_directory = $1", [str(spill)])
+    con.execute("SET max_temp_directory_size = $1", [limits.max_temp_directory_size])
+    con.execute("SET enable_progress_bar = false")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con, created
+
+
+def consistent(fn: F) -> F:
+    """Run a query method under the warehouse's read lock, after finishing any commit its writer
+    left half applied (``pipelines/core/runs.py``)."""
+
+    @functools.wraps(fn)
+    def call(self: "Query", *args: Any, **kwargs: Any) -> Any:
+        with runs.reading(self.wh.root):
+            return fn(self, *args, **kwargs)
+
+    return call  # type: ignore[return-value]
 
 
 def _statements(text: str) -> list[str]:
@@ -124,14 +155,18 @@ def check_select(con, query: str, views: tuple[str, ...] | list[str]) -> None:
 class Query:
     """Read-only queries on one warehouse (see the module docstring)."""
 
-    def __init__(self, warehouse: str | Path, ef_search: int | None = None):
+    def __init__(self, warehouse: str | Path, ef_search: int | None = None, limits: QueryConfig | None = None):
         self.wh = Warehouse(warehouse)
-        self.con, self.views = connect(self.wh.root)
+        self.limits = limits or QueryConfig()
+        self._spill = Path(tempfile.mkdtemp(prefix="seqrep-query-spill-"))
+        with runs.reading(self.wh.root):
+            self.con, self.views = connect(self.wh.root, self.limits, self._spill)
         self.ef_search = ef_search
-        self._indexes: dict[tuple[str, date], Any] = {}
+        self._indexes: dict[tuple[str, date, str], Any] = {}
 
     def close(self) -> None:
         self.con.close()
+        shutil.rmtree(self._spill, ignore_errors=True)
 
     def __enter__(self) -> "Query":
         return self
@@ -140,17 +175,41 @@ class Query:
         self.close()
 
     # -- SQL ---------------------------------------------------------------------------------------
+    @consistent
     def sql(self, query: str, params: list | dict | None = None):
-        """Rows of a SELECT over the views, as a pyarrow Table; ``params`` bind ``?``/``$name`` markers."""
+        """Rows of a SELECT over the views, as a pyarrow Table; ``params`` bind ``?``/``$name``
+        markers. At most ``limits.max_rows`` rows, ``limits.timeout_s`` seconds (module docstring)."""
         import duckdb
+        import pyarrow as pa
 
         check_select(self.con, query, self.views)
+        cap, timeout = self.limits.max_rows, self.limits.timeout_s
+        timer = threading.Timer(timeout, self.con.interrupt)  # DuckDB has no statement timeout of its own
+        timer.start()
+        reader = None
         try:
-            return self.con.sql(query, params=params).to_arrow_table()
+            reader = self.con.sql(query, params=params).to_arrow_reader(min(cap + 1, 65536))
+            batches, rows = [], 0
+            for batch in reader:  # streamed: a huge result stops at the cap, not after it is computed
+                batches.append(batch)
+                rows += batch.num_rows
+                if rows > cap:
+                    raise QueryError(f"the query returns more than {cap:,} rows (query.max_rows): "
+                                     "add a LIMIT, or aggregate")
+            return pa.Table.from_batches(batches, reader.schema)
+        except duckdb.InterruptException:
+            raise QueryError(f"the query ran longer than {timeout:g}s (query.timeout_s) and was stopped") from None
+        except duckdb.OutOfMemoryException as exc:
+            raise QueryError(f"the query needs more memory than {self.limits.memory_limit} (query.memory_limit): "
+                             f"{str(exc).splitlines()[0]}") from None
         except duckdb.CatalogException as exc:
             raise QueryError(f"{str(exc).splitlines()[0]} (views here: {', '.join(self.views) or 'none yet'})") from None
         except duckdb.Error as exc:
             raise QueryError(str(exc).splitlines()[0]) from None
+        finally:
+            timer.cancel()
+            if reader is not None:
+                reader.close()  # the connection takes no new query while a result is open
 
     # -- embeddings ----------------------------------------------------------------------------------
     def methods(self) -> list[str]:
@@ -174,6 +233,14 @@ class Query:
             raise QueryError(f"no {method} embeddings as of {day}; days: {', '.join(map(str, days))}")
         return day
 
+    def live(self, method: str, d: date) -> dict[str, Any]:
+        """The publish record of ``method`` for day ``d``: the live version, its size and index."""
+        record = self.wh.publish_record(method, d)
+        if record is None:
+            raise QueryError(f"no {method} embeddings published as of {d}")
+        return record
+
+    @consistent
     def user(self, user_id: str, method: str, day: date | str | None = None) -> dict[str, Any]:
         """A user's row of the user table: vector and metadata."""
         d = self.resolve_day(method, day)
@@ -200,11 +267,20 @@ class Query:
         return int(rows[0][0]), np.asarray(rows[0][2], dtype=np.float32)
 
     def _index(self, method: str, d: date):
+        """The live version's index, checked against its publish record (dimension and items)."""
         from pipelines.serving.index import load_index
 
-        if (method, d) not in self._indexes:
-            self._indexes[(method, d)] = load_index(self.wh, method, d, self.ef_search)
-        return self._indexes[(method, d)]
+        record = self.live(method, d)
+        key = (method, d, record["model_version"])
+        if key not in self._indexes:
+            index = load_index(self.wh, method, d, record["model_version"], self.ef_search)
+            if (index.dim, index.items, index.index.ntotal) != (record["dim"], record["items"], record["items"]):
+                raise QueryError(f"the item index of {method} {record['model_version']} as of {d} does not match its "
+                                 f"tables (index: {index.index.ntotal:,} items of dim {index.dim}; tables: "
+                                 f"{record['items']:,} of dim {record['dim']}); republish: `seqrep publish --method "
+                                 f"{method} --date {d} --version {record['model_version']}`")
+            self._indexes[key] = index
+        return self._indexes[key]
 
     def _items_by_idx(self, method: str, d: date, idx: list[int]) -> dict[int, tuple[str, str]]:
         rows = self.con.execute(
@@ -226,13 +302,15 @@ class Query:
         return [{"rank": r + 1, "domain": names[i][0], "item_id": names[i][1], "item_idx": i, "score": s,
                  "method": method, "dt": d} for r, (i, s) in enumerate(hits)]
 
+    @consistent
     def similar_items(self, item_id: str, method: str, k: int = 10, day: date | str | None = None,
                       domain: str | None = None) -> list[dict[str, Any]]:
         """The ``k`` items with the largest ``<v_i, v_j>`` (the item itself excluded)."""
         d = self.resolve_day(method, day)
         idx, vec = self._item(item_id, method, d, domain)
-        return self._ranked_items(method, d, vec, _k(k), {idx})
+        return self._ranked_items(method, d, vec, self._k(k), {idx})
 
+    @consistent
     def recommend(self, user_id: str, method: str, k: int = 10, day: date | str | None = None) -> list[dict[str, Any]]:
         """The ``k`` items with the largest ``<u, v_i>`` among those the user has no event on up to the day."""
         d = self.resolve_day(method, day)
@@ -240,8 +318,9 @@ class Query:
         seen = {int(r[0]) for r in self.con.execute(
             "SELECT DISTINCT item_idx FROM user_items WHERE user_idx = $u AND dt <= $d",
             {"u": u["user_idx"], "d": d}).fetchall()} if "user_items" in self.views else set()
-        return self._ranked_items(method, d, np.asarray(u["vector"], np.float32), _k(k), seen)
+        return self._ranked_items(method, d, np.asarray(u["vector"], np.float32), self._k(k), seen)
 
+    @consistent
     def similar_users(self, user_id: str, method: str, k: int = 10, day: date | str | None = None) -> list[dict[str, Any]]:
         """The ``k`` users with the largest ``<u, u'>`` (exact search over the day's user table)."""
         import faiss
@@ -254,7 +333,7 @@ class Query:
         v = np.ascontiguousarray(vectors.values.to_numpy().reshape(len(tbl), -1), dtype=np.float32)
         index = faiss.IndexFlatIP(v.shape[1])
         index.add(v)
-        k = _k(k)
+        k = self._k(k)
         scores, rows = index.search(np.asarray([me["vector"]], np.float32), min(k + 1, len(v)))
         user_idx, ids = tbl.column("user_idx").to_numpy(), tbl.column("user_id").to_pylist()
         hits = [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0 and user_idx[r] != me["user_idx"]][:k]
@@ -262,7 +341,9 @@ class Query:
                 for n, (r, s) in enumerate(hits)]
 
 
-def _k(k: int) -> int:
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise QueryError(f"k must be a positive integer, got {k!r}")
-    return int(k)
+    def _k(self, k: int) -> int:
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise QueryError(f"k must be a positive integer, got {k!r}")
+        if k > self.limits.max_k:
+            raise QueryError(f"k = {k:,} is more than query.max_k = {self.limits.max_k:,}")
+        return int(k)

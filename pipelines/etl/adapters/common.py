@@ -34,6 +34,8 @@ Adapter = Callable[["SparkSession", Path, IngestConfig], Parsed]
 
 
 def input_files(path: Path, what: str, suffixes: tuple[str, ...] = ()) -> list[Path]:
+    """The data files under ``path`` (suffixes matched without regard to case; hidden ``_``/``.``
+    files and folders are skipped, as Spark does, and listed in the ingest manifest)."""
     if not path.exists():
         raise InputError(f"{what}: input {path} does not exist")
     files = list(iter_files(path, suffixes))
@@ -80,13 +82,25 @@ def read_text_table(
     )
 
 
+#: Units of epoch timestamps, per second.
+EPOCH_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+#: Times outside years 1..9999 are row faults (a time of 2^62 ms would overflow Spark's microseconds).
+_EPOCH_S = (-62_135_596_800, 253_402_300_799)
+
+
 def epoch_ts(col: "Column", unit: str) -> tuple["Column", "Column"]:
-    """(timestamp, error) from an integer-like string or number in seconds/ms/us."""
+    """(timestamp, error) from an integer-like string or number in seconds/ms/us/ns since the epoch;
+    a value outside years 1..9999 is an error of its row, not of the whole run."""
     from pyspark.sql import functions as F
 
     n = col.try_cast("bigint")
-    ts = {"s": F.timestamp_seconds, "ms": F.timestamp_millis, "us": F.timestamp_micros}[unit](n)
-    err = F.when(n.isNull(), F.concat(F.lit("ts: cannot parse "), F.coalesce(col.cast("string"), F.lit("null"))))
+    per_s = EPOCH_UNITS[unit]
+    ok = n.between(_EPOCH_S[0] * per_s, (_EPOCH_S[1] + 1) * per_s - 1) if per_s <= 1_000_000 else F.lit(True)
+    # Nanoseconds: any int64 is inside years 1677..2262, so only their division can be needed.
+    micros = n * (1_000_000 // per_s) if per_s <= 1_000_000 else F.floor(n / (per_s // 1_000_000)).cast("bigint")
+    ts = F.when(ok, F.timestamp_micros(micros))
+    err = F.when(n.isNull(), F.concat(F.lit("ts: cannot parse "), F.coalesce(col.cast("string"), F.lit("null")))) \
+        .when(~ok, F.concat(F.lit(f"ts: out of range (years 1..9999) in {unit}: "), col.cast("string")))
     return ts, err
 
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
 
+PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 #: Canonical columns a log must have, and those it may have.
 REQUIRED = ("user_id", "item_id", "event_type", "ts")
 OPTIONAL = ("event_id", "domain", "value", "session_hint")
@@ -29,7 +30,7 @@ def read(spark: "SparkSession", path: Path, cfg: IngestConfig) -> Parsed:
     from pyspark.sql import functions as F
 
     mapping = column_mapping(cfg)
-    files = input_files(path, "parquet", (".parquet", ".parq"))
+    files = input_files(path, "parquet", PARQUET_SUFFIXES)
     types, seen = _check_parquet_files(files, mapping)
     df = spark.read.parquet(*[str(f) for f in files]).withColumn("source_file", F.input_file_name())
     df = df.withColumn("raw", F.to_json(F.struct(*[F.col(c) for c in dict.fromkeys(mapping.values())])))
@@ -77,6 +78,10 @@ def _timestamp(col: "Column", typ: Any, name: str, cfg: IngestConfig) -> tuple["
 
     if pa.types.is_integer(typ) or pa.types.is_floating(typ):
         return epoch_ts(col, cfg.ts_unit)
+    if pa.types.is_timestamp(typ) and typ.unit == "ns":
+        # pandas' and pyarrow's default: Spark reads these as epoch nanoseconds (get_spark sets
+        # spark.sql.legacy.parquet.nanosAsLong; it has no nanosecond timestamp type).
+        return epoch_ts(col, "ns")
     if pa.types.is_timestamp(typ) or pa.types.is_date(typ):
         return col.cast("timestamp"), F.when(col.isNull(), F.lit("ts: null"))
     if pa.types.is_string(typ) or pa.types.is_large_string(typ):
@@ -127,17 +132,28 @@ def _check_parquet_files(files: list[Path], needed: dict[str, str]) -> tuple[dic
     return {c: t for c, (t, _) in types.items()}, seen
 
 
+#: Canonical columns of an item metadata file.
+ITEM_COLUMNS = ("item_id", "domain", "title", "category")
+
+
 def _parquet_items(spark: "SparkSession", files: list[Path], cfg: IngestConfig) -> "DataFrame":
-    """Item metadata Parquet (``ingest.items``): item_id, and optionally domain, title, category."""
+    """Item metadata Parquet (``ingest.items``): item_id, and optionally domain, title, category,
+    under the names of ``ingest.item_columns``."""
     from pyspark.sql import functions as F
 
-    _check_parquet_files(files, {"item_id": "item_id"})  # readable, with an item_id
+    unknown = set(cfg.item_columns) - set(ITEM_COLUMNS)
+    if unknown:
+        raise InputError(f"parquet items: ingest.item_columns maps unknown canonical names {sorted(unknown)}; "
+                         f"known: {list(ITEM_COLUMNS)}")
+    name = {c: cfg.item_columns.get(c, c) for c in ITEM_COLUMNS}
+    _check_parquet_files(files, {"item_id": name["item_id"]})  # readable, with an item id
     df = spark.read.parquet(*[str(f) for f in files])
-    dom = F.col("domain") if "domain" in df.columns else F.lit(cfg.domain)
-    cat = F.col("category") if "category" in df.columns else F.lit(None).cast("string")
-    title = F.col("title") if "title" in df.columns else F.lit(None).cast("string")
+    optional = lambda c: F.col(name[c]) if name[c] in df.columns else F.lit(None).cast("string")  # noqa: E731
+    dom = F.col(name["domain"]) if name["domain"] in df.columns else F.lit(cfg.domain)
+    cat, title = optional("category").cast("string"), optional("title").cast("string")
     return df.select(
-        dom.alias("domain"), F.col("item_id").cast("string").alias("item_id"), title.alias("title"), cat.alias("category"),
+        dom.cast("string").alias("domain"), F.col(name["item_id"]).cast("string").alias("item_id"),
+        title.alias("title"), cat.alias("category"),
         F.when(cat.isNotNull(), F.array(cat)).alias("tags"), F.concat_ws(". ", title, cat).alias("text"),
         F.lit(None).cast("string").alias("image_url"),
     )
