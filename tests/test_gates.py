@@ -95,6 +95,15 @@ def test_duplicate_event_ids_fail(spark, tb):
     assert "ExpectColumnPairValuesToBeEqual(column_A='clean_rows', column_B='rows_out')" in msg
 
 
+def test_an_unreadable_file_fails_the_gate_naming_the_file(spark, tb):
+    part = next(Warehouse(tb.warehouse).partition("clean/events", DAY).glob("*.parquet"))
+    data = bytearray(part.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: Hadoop's checksum beside the file no longer matches
+    part.write_bytes(bytes(data))
+    msg = _fails(spark, tb, "clean", "could not be evaluated", "FAILED_READ_FILE", part.name)
+    assert "An error occurred while calling" not in msg  # the reason, not py4j's wrapper
+
+
 def test_row_accounting_fails_when_rows_vanish(spark, tb):
     _rewrite(spark, tb, "clean/events", lambda df: df.limit(100))
     _fails(spark, tb, "clean", "ExpectColumnPairValuesToBeEqual(column_A='clean_rows', column_B='rows_out')",

@@ -69,10 +69,12 @@ def _days(s: argparse.ArgumentParser, *, allow_all: bool) -> None:
 
 
 def ingest(args: argparse.Namespace) -> None:
+    from pipelines.core.locks import ensure_free
     from pipelines.etl import ingest as stage
     from pipelines.etl.spark import get_spark
 
     cfg = config(args)
+    ensure_free(Warehouse(cfg.warehouse).root, "etl")  # refused before Spark starts, not after
     spark = get_spark(cfg.spark)
     t0 = time.perf_counter()
     m = stage.run(spark, cfg, source=args.source, input_path=args.input, day=args.date, domain=args.domain, name=args.name)
@@ -86,6 +88,7 @@ def ingest(args: argparse.Namespace) -> None:
 
 
 def etl(args: argparse.Namespace) -> None:
+    from pipelines.core.locks import ensure_free
     from pipelines.etl.spark import get_spark
     from pipelines.etl.stages import STAGES
     from pipelines.etl.summary import print_summary
@@ -97,6 +100,7 @@ def etl(args: argparse.Namespace) -> None:
     if unknown:
         raise UsageError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
     todo = days(args, Warehouse(cfg.warehouse))
+    ensure_free(Warehouse(cfg.warehouse).root, "etl")  # refused before Spark starts, not after
     spark = get_spark(cfg.spark)
     print(f"etl {todo[0]} .. {todo[-1]} ({len(todo)} day(s)) in {Path(cfg.warehouse).resolve()}")
     run.run(spark, cfg, todo, stages, gates=False if args.no_gates else None,

@@ -60,10 +60,7 @@ def writer(root: Path, name: str, command: str = "") -> Iterator[None]:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         f.close()
-        who = holder(root, name) or {}
-        raise WarehouseBusy(
-            f"{root} is being written by another run ({name}): pid {who.get('pid', '?')} on {who.get('host', '?')}, "
-            f"`{who.get('command', '?')}` since {who.get('since', '?')}; wait for it to finish") from None
+        raise WarehouseBusy(_busy(root, name, holder(root, name) or {})) from None
     try:
         f.seek(0)
         f.truncate()
@@ -74,6 +71,21 @@ def writer(root: Path, name: str, command: str = "") -> Iterator[None]:
     finally:
         fcntl.flock(f, fcntl.LOCK_UN)
         f.close()
+
+
+def _busy(root: Path, name: str, who: dict) -> str:
+    return (f"{root} is being written by another run ({name}): pid {who.get('pid', '?')} on {who.get('host', '?')}, "
+            f"`{who.get('command', '?')}` since {who.get('since', '?')}; wait for it to finish")
+
+
+def ensure_free(root: Path, name: str) -> None:
+    """Refuse at once (``WarehouseBusy``) when another run holds ``name``: a command checks this
+    before it starts an engine, then takes the lock for real in its run."""
+    held = try_writer(root, name)
+    if held is None:
+        who = holder(root, name) or {}
+        raise WarehouseBusy(_busy(root, name, who))
+    held.close()
 
 
 def try_writer(root: Path, name: str) -> IO[str] | None:

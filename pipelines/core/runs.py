@@ -25,7 +25,9 @@ what the user inspects), and the gate's error is raised after.
 
 ``SEQREP_FAULT`` (tests only) kills the process by pid at a named point: ``commit:N`` after the
 N-th move of a commit (``commit:0``: right after the commit record), ``stage:TABLE`` when the run
-stages a partition of TABLE.
+stages a partition of TABLE. ``SEQREP_PAUSE=POINT=FILE`` (tests only) makes the process touch
+``FILE.reached`` at that point and wait until ``FILE`` exists: a second run can then be started
+while the first one is known to hold its lock.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,12 +52,19 @@ from pipelines.core.warehouse import Warehouse
 
 TXN = "_txn"
 FAULT_ENV = "SEQREP_FAULT"
+PAUSE_ENV = "SEQREP_PAUSE"
 
 
 def fault(point: str) -> None:
-    """Kill this process by pid (SIGKILL) when ``SEQREP_FAULT`` names ``point`` (tests)."""
+    """Kill this process by pid (SIGKILL) when ``SEQREP_FAULT`` names ``point``, or wait there
+    for a file when ``SEQREP_PAUSE`` does (tests; module docstring)."""
     if os.environ.get(FAULT_ENV) == point:
         os.kill(os.getpid(), signal.SIGKILL)
+    at, _, release = os.environ.get(PAUSE_ENV, "").partition("=")
+    if at == point and release:
+        Path(release + ".reached").touch()
+        while not Path(release).exists():
+            time.sleep(0.05)
 
 
 def _now() -> str:

@@ -8,6 +8,7 @@ under the warehouse, and raises :class:`GateFailed` when a critical expectation 
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import date
@@ -47,13 +48,14 @@ class Outcome:
     rows: int | None = None
     observed: Any = None
     sample: list[Any] = field(default_factory=list)
+    error: str | None = None  # the expectation could not be evaluated (e.g. an unreadable file)
 
     def line(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items() if k not in ("batch_id",))
         what = f"{self.frame}: {self.expectation}({args})"
         if self.success:
             return what
-        detail = []
+        detail = [f"could not be evaluated: {self.error}"] if self.error else []
         if self.unexpected is not None:
             detail.append(f"{self.unexpected:,} of {self.rows:,} rows" if self.rows is not None else f"{self.unexpected:,} rows")
         if self.observed is not None:
@@ -116,8 +118,25 @@ def validate(frames: list[Frame]) -> list[Outcome]:
                 severity=(conf.meta or {}).get("seqrep_severity", CRITICAL), success=bool(res.success),
                 unexpected=r.get("unexpected_count"), rows=r.get("element_count"),
                 observed=mismatch if mismatch else r.get("observed_value"), sample=[_plain(x) for x in sample],
+                error=_raised(res.exception_info),
             ))
     return outcomes
+
+
+def _raised(info: dict | None) -> str | None:
+    """The reason GX caught an error while evaluating an expectation, if it did. GX keeps it as one
+    record, or as one record per metric it computed; a Spark error's reason (with the file it could
+    not read) is the line with its error class, not py4j's first line."""
+    records = [info] if info and "raised_exception" in info else list((info or {}).values())
+    for record in records:
+        if isinstance(record, dict) and record.get("raised_exception"):
+            lines = [x.strip() for x in str(record.get("exception_message") or "").splitlines() if x.strip()]
+            reason = next((x for x in lines if _SPARK_ERROR.search(x)), lines[0] if lines else "unknown error").lstrip(": ")
+            return reason[:500]
+    return None
+
+
+_SPARK_ERROR = re.compile(r"\[[A-Z][A-Z_.]+\]")
 
 
 def _plain(x: Any) -> Any:
