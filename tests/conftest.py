@@ -23,6 +23,28 @@ def data_root() -> Path:
     return Path(os.environ.get("SEQREP_DATA", ROOT.parent / "shared" / "data"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """One marker for "needs ../shared/data": every test whose fixtures reach ``data_dir`` gets
+    ``realdata`` (``-m "not realdata"`` runs the rest), so a marker can never disagree with the code."""
+    for item in items:
+        if "data_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.realdata)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """One line at the end of the run: how many tests were skipped, and why."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    if reasons:
+        parts = "; ".join(f"{n} x {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+        terminalreporter.write_line(f"seqrep: {sum(reasons.values())} test(s) skipped: {parts}", yellow=True)
+    else:
+        terminalreporter.write_line("seqrep: no test skipped")
+
+
 @pytest.fixture(scope="session")
 def data_dir():
     """``../shared/data`` (or ``SEQREP_DATA``). Missing: skip with a message, or fail in CI."""

@@ -3,7 +3,6 @@ the split of gradients between the two players, determinism, the base it reduces
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from models.adversarial import SASRecGAN
@@ -152,7 +151,6 @@ def test_training_is_deterministic_and_learns_the_cycle(tmp_path):
     assert m1.gen_proj.weight.abs().sum() > 0
 
 
-@pytest.mark.realdata
 def test_sasrec_gan_on_ml100k_beats_popularity(movielens_wh):
     from pipelines.modeling.data import latest_day, load
     from pipelines.modeling.train import train_method

@@ -97,7 +97,6 @@ def bag_method():
         table.pop(ItemBag.name, None)
 
 
-@pytest.mark.realdata
 def test_a_method_registered_from_outside_the_package_trains_through_seqrep_train(
         bag_method, movielens_wh, tmp_path, capsys):
     """``register(cls)`` from this module, no edit of the package: ``seqrep methods`` lists it and

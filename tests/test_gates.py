@@ -14,7 +14,6 @@ from pipelines.gates.registry import run_gate
 from pipelines.etl.spark import write_daily
 from pipelines.core.warehouse import Warehouse
 
-pytestmark = pytest.mark.realdata
 DAY = date(2017, 11, 28)
 
 
@@ -146,3 +145,23 @@ def test_drift_warns_by_default_and_fails_when_configured(spark, tb):
     report = run_gate(spark, strict, "clean", [DAY])
     assert report.passed and any("row_change" in w.line() for w in report.warnings), report.summary()
     _fails(spark, strict.with_overrides(gates={"drift": "fail"}), "clean", "clean drift", "row_change")
+
+
+def test_new_item_drift_is_a_recount_warns_by_default_and_fails_when_configured(spark, tb):
+    """The new-item rate of a day is the items first seen that day (its vocabulary partition) over
+    the distinct items of its sessions."""
+    import pyarrow.parquet as pq
+
+    wh = Warehouse(tb.warehouse)
+    new = pq.read_table(wh.partition("vocab/items", DAY)).num_rows
+    sessions = pq.read_table(wh.partition("sessions", DAY), columns=["domain", "item_id"])
+    rate = new / len(set(zip(*(sessions.column(c).to_pylist() for c in ("domain", "item_id")))))
+    assert 0 < rate < 1
+    strict = tb.with_overrides(gates={"max_new_item_rate": round(rate, 6) - 1e-6})
+    report = run_gate(spark, strict, "sequences", [DAY])
+    warned = [w for w in report.warnings if "new_item_rate" in w.line()]
+    assert report.passed and len(warned) == 1, report.summary()
+    assert warned[0].sample == [pytest.approx(rate)], warned[0].line()
+    loose = run_gate(spark, tb.with_overrides(gates={"max_new_item_rate": round(rate, 6) + 1e-6}), "sequences", [DAY])
+    assert not any("new_item_rate" in w.line() for w in loose.warnings), loose.summary()
+    _fails(spark, strict.with_overrides(gates={"drift": "fail"}), "sequences", "sequences drift", "new_item_rate")

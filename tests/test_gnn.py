@@ -94,7 +94,6 @@ def ml(movielens_wh):
     return load(movielens_wh, latest_day(movielens_wh), "loo")
 
 
-@pytest.mark.realdata
 def test_session_graph_matches_one_built_by_hand_from_the_source(ml, data_dir):
     """A user's session graph from the ETL's sequences equals one built by hand from u.data."""
     import duckdb
@@ -124,7 +123,6 @@ def test_session_graph_matches_one_built_by_hand_from_the_source(ml, data_dir):
     assert checked >= 5
 
 
-@pytest.mark.realdata
 def test_lightgcn_graph_is_the_etl_user_item_table_without_held_out_events(ml):
     src, dst = training_graph(ml)
     pos = np.concatenate([np.arange(o, o + n) for o, n in zip(ml.offsets[:-1], ml.train_len)])
@@ -144,7 +142,6 @@ def _slice(ml: SequenceData, n: int = 300) -> SequenceData:
     return ml.take(np.arange(n))
 
 
-@pytest.mark.realdata
 @pytest.mark.parametrize("method,sets", [
     ("srgnn", ["model.dim=32", "model.max_len=20", "train.batch_size=256", "train.epochs=4", "train.lr=0.003"]),
     ("lightgcn", ["model.dim=32", "train.batch_size=1024", "train.epochs=20", "train.lr=0.01"]),

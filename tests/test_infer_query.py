@@ -129,6 +129,38 @@ def test_similar_items_equals_brute_force(published):
             np.testing.assert_allclose([r["score"] for r in got], scores[top], rtol=1e-5, atol=1e-5)
 
 
+def test_recommend_equals_brute_force_over_the_unseen_items_at_an_earlier_day(published, data_dir, tmp_path):
+    """``recommend`` at EARLY (the model trained as of EARLY, inferred and published for EARLY, in
+    a copy: the other tests query one published day) against numpy: every item of that day's
+    table scored by ``<u, v_i>``, the items the user rated up to the end of EARLY in ``u.data``
+    itself removed, the top 100 by score."""
+    import shutil
+    from datetime import datetime, timezone
+
+    from pipelines.serving.query import Query
+
+    src, common = published
+    wh = shutil.copytree(src, tmp_path / "wh", ignore=shutil.ignore_patterns("_locks"))
+    common = ["--warehouse", str(wh), *common[2:]]  # the fixture's: --warehouse W --config C
+    assert main(["infer", "--method", "sasrec", "--date", str(EARLY), *common]) == 0
+    assert main(["publish", "--method", "sasrec", "--date", str(EARLY), *common]) == 0
+    raw = np.loadtxt(data_dir("ml-100k") / "u.data", dtype=np.int64)
+    before = raw[raw[:, 3] < datetime(EARLY.year, EARLY.month, EARLY.day, tzinfo=timezone.utc).timestamp() + 86400]
+    active = sorted(set(before[:, 0].tolist()))
+    items = _table(wh, "items", _version(wh, prefix=EARLY), EARLY)
+    v, ids = _vectors(items), np.asarray(items.column("item_id").to_pylist())
+    with Query(wh) as q:
+        for user in map(str, active[::len(active) // 6][:6]):
+            seen = {str(i) for i in before[before[:, 0] == int(user), 1]}
+            scores = v @ np.asarray(q.user(user, "sasrec", EARLY)["vector"], np.float32)
+            scores[np.isin(ids, list(seen))] = -np.inf
+            top = np.argsort(-scores, kind="stable")[:100]
+            got = q.recommend(user, "sasrec", k=100, day=EARLY)
+            assert [r["item_id"] for r in got] == ids[top].tolist(), user
+            np.testing.assert_allclose([r["score"] for r in got], scores[top], rtol=1e-5, atol=1e-5)
+            assert all(r["dt"] == EARLY for r in got)
+
+
 def test_recommend_never_returns_a_seen_item(published, source):
     wh, _ = published
     from pipelines.serving.query import Query
@@ -137,15 +169,64 @@ def test_recommend_never_returns_a_seen_item(published, source):
     with Query(wh) as q:
         for user in ("196", "1", "405", "655", "13"):
             seen = set(src_items[src_users == user].tolist())
-            got = q.recommend(user, "sasrec", k=100)
+            got = q.recommend(user, "sasrec", k=100, day=LAST)
             assert len(got) == 100 and not seen & {r["item_id"] for r in got}
-            u = np.asarray(q.user(user, "sasrec")["vector"])
-            assert got[0]["score"] == pytest.approx(float(np.max([
-                np.dot(u, np.asarray(x)) for x in q.sql(
-                    "SELECT vector FROM item_embeddings WHERE model = 'sasrec' AND dt = ? AND item_id = ?",
-                    [LAST, got[0]["item_id"]]).column(0).to_pylist()])), rel=1e-5)
-        near = q.similar_users("196", "sasrec", k=5)
+        near = q.similar_users("196", "sasrec", k=5, day=LAST)
         assert len(near) == 5 and "196" not in {r["user_id"] for r in near}
+
+
+def test_the_embeddings_gate_checks_the_tables_against_the_sequences_not_the_manifest(published, tmp_path):
+    """A table that agrees with infer's manifest but not with the warehouse fails: a user left out
+    (the manifest's count lowered to match), two items' ids swapped, a user's event count changed."""
+    import json
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from pipelines.core.config import load_config
+    from pipelines.core.errors import GateFailed
+    from pipelines.core.warehouse import Warehouse
+    from pipelines.gates.registry import run_embeddings_gate
+
+    src, _ = published
+    version = _version(src)
+    wh = Warehouse(shutil.copytree(src, tmp_path / "wh", ignore=shutil.ignore_patterns("_locks")))
+    cfg = load_config(warehouse=wh.root)
+    assert run_embeddings_gate(cfg, "sasrec", LAST, version, wh=wh).passed
+
+    def tamper(kind: str, change) -> str:
+        folder = wh.embeddings(kind, "sasrec", LAST, version)
+        part = next(folder.glob("*.parquet"))
+        good = pq.read_table(part)
+        pq.write_table(change(good), part)
+        try:
+            with pytest.raises(GateFailed) as failed:
+                run_embeddings_gate(cfg, "sasrec", LAST, version, wh=wh)
+            return str(failed.value)
+        finally:
+            pq.write_table(good, part)
+
+    manifest = wh.manifest_path("infer", wh.infer_key("sasrec", LAST, version))
+    record = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**record, "users": record["users"] - 1}))
+    msg = tamper("users", lambda t: t.slice(1))
+    assert "embeddings/users: ExpectTableRowCountToEqual" in msg, msg
+    manifest.write_text(json.dumps(record))
+
+    def swap_two_items(t):
+        ids = t.column("item_id").to_pylist()
+        ids[0], ids[1] = ids[1], ids[0]
+        return t.set_column(t.schema.get_field_index("item_id"), "item_id", pa.array(ids, t.schema.field("item_id").type))
+    msg = tamper("items", swap_two_items)
+    assert "embeddings/items: ExpectColumnValuesToBeInSet(column='as_in_the_warehouse'" in msg and "2 of" in msg, msg
+
+    def one_more_event(t):
+        n = pc.add(t.column("n_events"), pa.array([1] + [0] * (len(t) - 1), t.schema.field("n_events").type))
+        return t.set_column(t.schema.get_field_index("n_events"), "n_events", n)
+    msg = tamper("users", one_more_event)
+    assert "embeddings/users: ExpectColumnValuesToBeInSet(column='as_in_the_warehouse'" in msg and "1 of" in msg, msg
+    assert run_embeddings_gate(cfg, "sasrec", LAST, version, wh=wh).passed  # restored
 
 
 def test_sql_is_read_only_and_confined_to_the_warehouse(published, tmp_path):

@@ -1,4 +1,4 @@
-"""Models on ml-100k from ../shared/data: the loader, both baselines, and a learned method beating them."""
+"""Models on ml-100k from ../shared/data: the loader, the baselines and every learned method pinned at a small budget, early stopping."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import pytest
 
 from pipelines.modeling.data import latest_day, load
 from pipelines.cli import main
-
-pytestmark = pytest.mark.realdata
 
 
 @pytest.fixture(scope="module")
@@ -38,23 +36,76 @@ def _metrics(capsys, argv) -> dict[tuple[str, str, str, int], float]:
     return {(r["method"], r["split"], r["metric"], r["k"]): r["value"] for r in rows}
 
 
-def test_baselines_and_sasrec_on_ml100k(movielens_wh, capsys):
+# Test HR@10 and NDCG@10 of the baselines on ml-100k (leave-one-out as of 1998-04-22; events of
+# one second ordered by event id), measured 2026-12-01 by this test's own commands.
+BASELINES = {("pop", "hr"): 0.075292, ("pop", "ndcg"): 0.037189,
+             ("markov", "hr"): 0.135737, ("markov", "ndcg"): 0.077859}
+
+
+def test_baselines_are_pinned_and_the_metrics_are_queryable(movielens_wh, capsys):
     wh = ["--warehouse", str(movielens_wh)]
     for method in ("pop", "markov"):
         assert main(["train", "--method", method, *wh]) == 0
-    base = _metrics(capsys, ["evaluate", "--method", "pop,markov", "--json", *wh])
-    pop, markov = base[("pop", "test", "hr", 10)], base[("markov", "test", "hr", 10)]
-    # Measured with this order of equal timestamps (time, then event id): see bench/README.md.
-    assert 0.05 <= pop <= 0.086, pop
-    assert 0.12 <= markov <= 0.19, markov
-    # A short, fixed SASRec run (CPU, deterministic) already beats both.
-    sasrec = _metrics(capsys, ["train", "--method", "sasrec", "--json", *wh,
-                               "--set", "train.epochs=6", "--set", "train.seed=1"])
-    assert sasrec[("sasrec", "test", "ndcg", 10)] > base[("markov", "test", "ndcg", 10)]
-    assert sasrec[("sasrec", "test", "hr", 10)] > markov
-    # the metrics table is queryable with SQL
+    got = _metrics(capsys, ["evaluate", "--method", "pop,markov", "--json", *wh])
+    for (method, metric), value in BASELINES.items():
+        assert got[(method, "test", metric, 10)] == pytest.approx(value, abs=1e-4), (method, metric)
     con = duckdb.connect()
     n = con.execute("SELECT count(DISTINCT model_version) FROM read_parquet(?, hive_partitioning = true) "
-                    "WHERE method = 'sasrec' AND split = 'test' AND metric = 'ndcg' AND k = 10",
+                    "WHERE method = 'markov' AND split = 'test' AND metric = 'ndcg' AND k = 10",
                     [str(movielens_wh / "metrics" / "*" / "*" / "*.parquet")]).fetchone()[0]
     assert n == 1
+
+
+# Each learned method at a small fixed budget (CPU, float32, seed 1: deterministic): the test
+# NDCG@10 it reached when pinned (2026-12-01, `python -m pytest tests/test_models_realdata.py`).
+# A change that costs a method more than 3% of it fails; one that moves a method on purpose
+# re-pins it here, with the reason in the commit. Far below the converged figures of
+# bench/README.md: three epochs are not convergence.
+LEARNED = {
+    "gru4rec": (["train.epochs=3"], 0.050818),
+    "lstm": (["train.epochs=3"], 0.046004),
+    "sasrec": (["train.epochs=3"], 0.079068),
+    "bert4rec": (["train.epochs=3"], 0.038813),
+    "srgnn": (["train.epochs=1"], 0.054949),
+    "lightgcn": (["train.epochs=5"], 0.046461),
+}
+
+
+@pytest.fixture(scope="module")
+def ml_cfg(movielens_wh, tmp_path_factory):
+    """The session's ml-100k warehouse without its models (other tests count them)."""
+    import shutil
+
+    from pipelines.core.config import load_config
+
+    wh = tmp_path_factory.mktemp("pins") / "wh"
+    shutil.copytree(movielens_wh, wh, ignore=shutil.ignore_patterns("models", "metrics", "embeddings", "_staging"))
+    return load_config(warehouse=wh)
+
+
+def _train(cfg, method: str, sets: list[str]):
+    from pipelines.modeling.train import train_method
+
+    result, rows = train_method(cfg, method, latest_day(cfg.warehouse), sets=["train.seed=1", *sets],
+                                echo=lambda m: None)
+    return result, {(r["split"], r["metric"], r["k"]): r["value"] for r in rows}
+
+
+@pytest.mark.parametrize("method", list(LEARNED))
+def test_each_learned_method_keeps_its_pinned_quality(ml_cfg, method):
+    sets, pinned = LEARNED[method]
+    _, got = _train(ml_cfg, method, [*sets, "train.patience=100"])
+    ndcg = got[("test", "ndcg", 10)]
+    assert ndcg >= 0.97 * pinned, f"{method}: test NDCG@10 {ndcg:.6f}, pinned {pinned:.6f}"
+    assert ndcg <= 1.25 * pinned, f"{method}: test NDCG@10 {ndcg:.6f} far above its pin {pinned:.6f}: re-pin it"
+
+
+def test_early_stopping_ends_the_run_and_keeps_the_best_epoch(ml_cfg):
+    """LSTM at a learning rate of 1e-2 peaks on validation after a few epochs; with patience 1 the
+    run stops one epoch after its best, and the model written is the best epoch's, not the last."""
+    result, got = _train(ml_cfg, "lstm", ["train.epochs=20", "train.patience=1", "train.lr=0.01"])
+    valid = [row["valid_ndcg@10"] for row in result.log]
+    assert result.epochs < 20 and result.epochs == result.best_epoch + 1 == len(valid), result
+    assert valid[-1] < valid[result.best_epoch - 1] == max(valid) == result.best_valid_ndcg
+    assert got[("valid", "ndcg", 10)] == pytest.approx(result.best_valid_ndcg, abs=1e-9)  # the restored weights
+    assert got[("test", "ndcg", 10)] > BASELINES[("markov", "ndcg")]

@@ -178,7 +178,6 @@ def test_saved_model_carries_its_text_features(wh, tmp_path):
     assert torch.allclose(again.full_scores(history, lengths), model.full_scores(history, lengths))
 
 
-@pytest.mark.realdata
 def test_ml100k_text_features_and_a_short_run_beat_popularity(movielens_wh, tmp_path):
     import duckdb
 

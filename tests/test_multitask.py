@@ -20,6 +20,7 @@ from models.trainer import train
 
 VIEW, CART, FAV, BUY = (BEHAVIOR_CODES[b] for b in ("view", "cart", "fav", "buy"))
 N_ITEMS = 30
+BUY_NDCG_PIN = 0.007923  # 143 buyers; see test_taobao_sample_behaviors_training_and_popularity
 
 
 def crafted(n_users: int = 40, seed: int = 0, held_out: int = 4) -> SequenceData:
@@ -179,17 +180,27 @@ def test_per_task_targets_are_never_trained_on():
 
 
 def test_training_on_crafted_data_learns_and_evaluates_per_task(tmp_path):
+    """The bars are MRR@10 and NDCG@10, not HR@10: a user's unseen items are few here, so HR@10 is
+    high for any model (the untrained one's is checked to fail the same bars)."""
     data = crafted(n_users=60)
     mc = method_config("mmoe", {"model": {"dim": 16, "max_len": 10, "num_experts": 2},
                                 "train": {"epochs": 12, "batch_size": 8, "patience": 50, "lr": 0.01}})
+    torch.manual_seed(0)
     model = build(mc, data.n_items)
+
+    def scores() -> tuple[dict[str, float], float]:
+        per_task = evaluate_tasks(model.eval(), data)
+        assert set(per_task) == {"view", "cart", "fav", "buy"}
+        return ({task: m.mean()[("mrr", 10)] for task, m in per_task.items()},
+                evaluate(model, data, "test").mean()[("ndcg", 10)])  # the shared evaluator reads behaviors too
+
+    untrained, untrained_ndcg = scores()
+    assert max(untrained.values()) < 0.5 and untrained_ndcg < 0.6, (untrained, untrained_ndcg)
     result = train(model, data, mc, tmp_path / "models" / "mmoe" / mc.version(data.day), echo=lambda m: None,
                    progress=False)
     assert result.log[-1]["loss"] < result.log[0]["loss"]
-    per_task = evaluate_tasks(model, data)
-    assert set(per_task) == {"view", "cart", "fav", "buy"}
-    assert per_task["view"].mean()[("hr", 10)] > 0.5  # the cycle is learnt: 10 of 30 items is 0.33 at random
-    assert evaluate(model, data, "test").mean()[("hr", 10)] > 0.5  # the shared evaluator reads behaviors too
+    trained, trained_ndcg = scores()  # the cycle is learnt: the next item first for every behavior
+    assert min(trained.values()) > 0.8 and trained_ndcg > 0.8, (trained, trained_ndcg)
 
 
 def test_without_warehouse_or_codes_the_error_says_what_is_missing():
@@ -199,7 +210,6 @@ def test_without_warehouse_or_codes_the_error_says_what_is_missing():
         behavior_codes(data)
 
 
-@pytest.mark.realdata
 def test_taobao_sample_behaviors_training_and_popularity(taobao_wh, tmp_path):
     import duckdb
 
@@ -227,6 +237,10 @@ def test_taobao_sample_behaviors_training_and_popularity(taobao_wh, tmp_path):
     assert result.log[-1]["loss"] < result.log[0]["loss"]
     pop = build(method_config("pop"), data.n_items)
     pop.prepare(data)
-    ours = evaluate_tasks(model, data, ["view"])["view"].mean()
+    ours = {task: m.mean() for task, m in evaluate_tasks(model, data, ["view", "buy"]).items()}
     base = evaluate_tasks(pop, data, ["view"])["view"].mean()
-    assert ours[("hr", 10)] > base[("hr", 10)] and ours[("ndcg", 10)] > base[("ndcg", 10)], (ours, base)
+    assert ours["view"][("hr", 10)] > base[("hr", 10)] and ours["view"][("ndcg", 10)] > base[("ndcg", 10)], (ours, base)
+    # The buy task's test NDCG@10 at this budget (CPU, seed 1: deterministic), pinned 2026-12-01;
+    # a change that costs it more than 3% fails (bench/README.md has the converged figures).
+    buy = ours["buy"][("ndcg", 10)]
+    assert BUY_NDCG_PIN * 0.97 <= buy <= BUY_NDCG_PIN * 1.25, f"buy NDCG@10 {buy:.6f}, pinned {BUY_NDCG_PIN:.6f}"

@@ -15,7 +15,6 @@ from pipelines.core.config import load_config
 from pipelines.core.resources import PACKAGE_DIR as PROJECT_ROOT
 from pipelines.core.warehouse import Warehouse
 
-pytestmark = pytest.mark.realdata
 CONFIGS = PROJECT_ROOT / "configs"
 
 

@@ -1,7 +1,13 @@
-"""Gate ``embeddings`` (per method): the embedding tables of a day against what inference said it
-wrote: one row per user and per item of the model (ids present and unique), the model's
-dimension and version on every row, every vector finite and non-zero. Vectors are checked
-through their norms (pandas columns of scalars; a million vectors never become Python lists).
+"""Gate ``embeddings`` (per method): a version's embedding tables of a day against the
+warehouse's own tables, not against what inference said it wrote:
+
+- users: exactly the users of the sequences as of the day that have an event on an item the model
+  knows (``item_idx <= n_items`` of the model's ``config.json``), each with its id and event count
+  as the sequences give them;
+- items: exactly the item vocabulary up to the model's training day, each with its domain and id;
+- on every row the version's name and one dimension, every vector finite and non-zero (checked
+  through the norms: pandas columns of scalars; a million vectors never become Python lists).
+
 Results: ``_gates/stage=embeddings/model=M/version=V/dt=D.{json,md}``."""
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def frames(cfg: Config, method: str, day: date, version: str, wh: Warehouse) -> list[Frame]:
-    """The frames of the module docstring (``infer_manifest`` gives the rows inference wrote)."""
+    """The frames of the module docstring."""
     import numpy as np
     import pyarrow.parquet as pq
     from great_expectations import expectations as gxe
@@ -30,29 +36,57 @@ def frames(cfg: Config, method: str, day: date, version: str, wh: Warehouse) -> 
     if manifest is None:
         raise WarehouseError(f"no embeddings of {method} version {version} as of {day} in {wh.root}: "
                              "run `seqrep infer` first")
+    users, items = expected_rows(wh, method, day, version)
 
-    def frame(kind: str, ids: list[str]) -> "pd.DataFrame":
+    def frame(kind: str, ids: list[str], expected: "pd.DataFrame") -> "pd.DataFrame":
         t = pq.read_table(wh.embeddings(kind, method, day, version), columns=[*ids, "vector", "dim", "model_version", "n_events"])
         vec = t.column("vector").combine_chunks()
         norms = np.linalg.norm(vec.values.to_numpy(zero_copy_only=False).reshape(len(vec), -1), axis=1)
         df = t.drop_columns(["vector"]).to_pandas()
         df["norm"] = np.where(np.isfinite(norms), norms, np.nan)  # NaN: counted as null below
+        key, fields = ids[-1], ids[:-1] + (["n_events"] if kind == "users" else [])
+        known = df[[key, *fields]].merge(expected, on=key, how="left", suffixes=("", "_expected"), indicator=True)
+        df["as_in_the_warehouse"] = ((known["_merge"] == "both")
+                                     & np.logical_and.reduce([_same(known[f], known[f + "_expected"]) for f in fields])).to_numpy()
         return df
 
     def common(rows: int) -> list[tuple["Expectation", str]]:
         return [(gxe.ExpectTableRowCountToEqual(value=rows), CRITICAL),
+                (gxe.ExpectColumnValuesToBeInSet(column="as_in_the_warehouse", value_set=[True]), CRITICAL),
                 (gxe.ExpectColumnValuesToBeInSet(column="dim", value_set=[manifest["dim"]]), CRITICAL),
-                (gxe.ExpectColumnValuesToBeInSet(column="model_version", value_set=[manifest["model_version"]]), CRITICAL),
+                (gxe.ExpectColumnValuesToBeInSet(column="model_version", value_set=[version]), CRITICAL),
                 (gxe.ExpectColumnValuesToNotBeNull(column="norm"), CRITICAL),
                 (gxe.ExpectColumnValuesToBeBetween(column="norm", min_value=0, strict_min=True), CRITICAL)]
 
     return [
-        Frame("embeddings/users", frame("users", ["user_id", "user_idx"]),
-              common(manifest["users"]) + not_null("user_id", "user_idx") + [
-                  (gxe.ExpectColumnValuesToBeUnique(column="user_id"), CRITICAL),
+        Frame("embeddings/users", frame("users", ["user_id", "user_idx"], users),
+              common(len(users)) + not_null("user_id", "user_idx") + [
+                  (gxe.ExpectColumnValuesToBeUnique(column="user_idx"), CRITICAL),
                   (gxe.ExpectColumnValuesToBeBetween(column="n_events", min_value=1), CRITICAL)]),
-        Frame("embeddings/items", frame("items", ["domain", "item_id", "item_idx"]),
-              common(manifest["items"]) + not_null("item_id", "item_idx") + [
-                  (gxe.ExpectCompoundColumnsToBeUnique(column_list=["domain", "item_id"]), CRITICAL),
+        Frame("embeddings/items", frame("items", ["domain", "item_id", "item_idx"], items),
+              common(len(items)) + not_null("item_id", "item_idx") + [
+                  (gxe.ExpectColumnValuesToBeUnique(column="item_idx"), CRITICAL),
                   (gxe.ExpectColumnValuesToBeBetween(column="n_events", min_value=0), CRITICAL)]),
     ]
+
+
+def _same(a: "pd.Series", b: "pd.Series") -> "pd.Series":
+    return (a == b) | (a.isna() & b.isna())
+
+
+def expected_rows(wh: Warehouse, method: str, day: date, version: str) -> tuple["pd.DataFrame", "pd.DataFrame"]:
+    """The users (``user_idx``, ``user_id``, ``n_events``) and items (``item_idx``, ``domain``,
+    ``item_id``) a version's tables of ``day`` must hold, from the sequences and the vocabulary."""
+    from models.checkpoint import read_json
+    from pipelines.core import warehouse as layout
+    from pipelines.core.sqlfiles import duckdb_sql
+    from pipelines.modeling.data import connect
+
+    model = read_json(wh.model_folder(method, version) / "config.json")
+    params = {"asof": day, "trained": date.fromisoformat(str(model["day"])), "n": int(model["n_items"])}
+    with connect(wh, {"sequences": layout.SEQUENCES, "vocab_items": layout.VOCAB_ITEMS}) as con:
+        users = con.sql(f"SELECT user_idx, user_id, n_events FROM ({duckdb_sql('sequences_asof')}) "
+                        "WHERE list_min(item_idx) <= $n", params={k: params[k] for k in ("asof", "n")}).df()
+        items = con.sql("SELECT item_idx, domain, item_id FROM vocab_items WHERE dt <= $trained AND item_idx <= $n",
+                        params={k: params[k] for k in ("trained", "n")}).df()
+    return users, items
