@@ -11,7 +11,9 @@ seeds; mean and 95% interval over users), seconds per epoch, epochs, wall time a
 with HR@10 and NDCG@10 on that slice and the paired ΔNDCG@10 against ``--base`` on it.
 
 Results stay under ``--out`` (one JSON + per-user NPZ per run) and a rerun keeps finished runs,
-so seeds can be added later and the last call prints the whole table.
+so seeds can be added later and the last call prints the whole table. ``--record NAME`` also
+writes ``bench/results/NAME.json`` (``bench/results.py``: command, code version, machine, date,
+every run's figures with per-user NDCG@10, and the table), which ``bench/check.py`` re-derives.
 
 Run (ml-100k, after ``seqrep ingest`` and ``seqrep etl --all`` into wh-ml):
     python bench/train.py --warehouse wh-ml --config configs/movielens.yaml --seeds 1,2,3
@@ -78,6 +80,7 @@ def main() -> None:
     ap.add_argument("--tail", type=int, default=None, metavar="K",
                     help="also report the test users whose target item has <= K training events")
     ap.add_argument("--out", help="folder for per-run JSON and per-user metrics (default: a temp folder)")
+    ap.add_argument("--record", metavar="NAME", help="write the raw results to bench/results/NAME.json")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--method", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, help=argparse.SUPPRESS)
@@ -113,9 +116,35 @@ def main() -> None:
             r = json.loads(out.read_text())
             r["per_user"] = dict(np.load(out.with_suffix(".npz")))
             results.setdefault(method, []).append(r)
-    print_table(results, args.base, args.tail)
+    text = table(results, args.base, args.tail)
+    print(text)
     summary = {m: [{k: v for k, v in r.items() if k not in ("per_user", "log")} for r in rs] for m, rs in results.items()}
     (outdir / "summary.json").write_text(json.dumps(summary, indent=1))
+    if args.record:
+        from results import record  # bench/results.py (the script's folder is on the path)
+
+        record(args.record, figures_of(results, args.base, args.tail), text)
+
+
+def figures_of(results: dict[str, list[dict]], base: str, tail: int | None) -> dict:
+    """What ``table`` reads, as JSON: each run's figures and per-user NDCG@10 (and HR@10 and the
+    target items' training events when the table has the tail slice)."""
+    per_user = ["ndcg@10", "hr@10"] if tail is not None else ["ndcg@10"]
+    runs = {m: [{**{k: v for k, v in r.items() if k not in ("per_user", "log")},
+                 "per_user": {k: r["per_user"][k].tolist() for k in per_user}} for r in rs]
+            for m, rs in results.items()}
+    first = next(r for rs in results.values() for r in rs)
+    events = first["per_user"].get("target_train_events")
+    return {"base": base, "tail": tail, "runs": runs,
+            "target_train_events": events.tolist() if tail is not None and events is not None else None}
+
+
+def results_of(figures: dict) -> dict[str, list[dict]]:
+    """``figures_of`` read back: the runs as ``table`` takes them."""
+    events = figures.get("target_train_events")
+    return {m: [{**r, "per_user": {**{k: np.asarray(v) for k, v in r["per_user"].items()},
+                                   **({"target_train_events": np.asarray(events)} if events is not None else {})}}
+                for r in rs] for m, rs in figures["runs"].items()}
 
 
 def _ms(values: list[float]) -> str:
@@ -130,7 +159,8 @@ def _paired(d: np.ndarray) -> str:
     return f"{d.mean():+.4f} [{d.mean() - half:+.4f}, {d.mean() + half:+.4f}]"
 
 
-def print_table(results: dict[str, list[dict]], base: str = "markov", tail: int | None = None) -> None:
+def table(results: dict[str, list[dict]], base: str = "markov", tail: int | None = None) -> str:
+    """The markdown table of the module docstring."""
     ref = results.get(base)
     ref_ndcg = np.mean([r["per_user"]["ndcg@10"] for r in ref], 0) if ref else None
     head = f"| method | seeds | HR@10 | NDCG@10 | MRR@10 | ΔNDCG@10 vs {base} (paired, 95% CI) | s/epoch | epochs | wall s | peak MB |"
@@ -143,7 +173,7 @@ def print_table(results: dict[str, list[dict]], base: str = "markov", tail: int 
         in_tail = any_run["per_user"]["target_train_events"] <= tail  # the same test users for every run
         head += (f" tail≤{tail} users | HR@10 tail | NDCG@10 tail | ΔNDCG@10 tail vs {base} (paired, 95% CI) |")
         rule += " --- | --- | --- | --- |"
-    print(head + "\n" + rule)
+    lines = [head, rule]
     for method, rs in results.items():
         cells = [_ms([r["test"][f"{m}@10"] for r in rs]) for m in ("hr", "ndcg", "mrr")]
         delta = "-"
@@ -161,7 +191,8 @@ def print_table(results: dict[str, list[dict]], base: str = "markov", tail: int 
             if ref_ndcg is not None and method != base:
                 tail_delta = _paired(np.mean([r["per_user"]["ndcg@10"] for r in rs], 0)[in_tail] - ref_ndcg[in_tail])
             line += f" {int(in_tail.sum())} | {slice_cells[0]} | {slice_cells[1]} | {tail_delta} |"
-        print(line)
+        lines.append(line)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

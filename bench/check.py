@@ -1,0 +1,101 @@
+"""Check that bench/README.md's tables are what their raw results give.
+
+For every ``bench/results/<name>.json`` (``bench/results.py``), the table is rendered again from
+the recorded figures by the script that made it, and compared with the table stored in the file
+and with the table that follows ``<!-- results: bench/results/<name>.json -->`` in
+``bench/README.md``. Every marker in the README must name a results file that exists.
+
+    python bench/check.py            # exit 1 and a diff on any difference
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+HERE = Path(__file__).resolve().parent
+README = HERE / "README.md"
+MARKER = re.compile(r"<!-- results: (bench/results/[\w.-]+\.json) -->")
+
+
+def renderers() -> dict[str, Callable[[dict], str]]:
+    """The script that renders each kind of results file: by the command's script."""
+    import train  # bench/train.py (this script's folder is on the path)
+
+    def train_table(figures: dict) -> str:
+        return train.table(train.results_of(figures), figures["base"], figures["tail"])
+
+    return {"bench/train.py": train_table}
+
+
+def readme_tables(text: str) -> dict[str, str]:
+    """Marker -> the markdown table right after it (its consecutive ``|`` lines)."""
+    out = {}
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        m = MARKER.search(line)
+        if m:
+            rows = []
+            for row in lines[i + 1:]:
+                if not row.startswith("|"):
+                    if rows:
+                        break
+                    continue
+                rows.append(row)
+            out[m.group(1)] = "\n".join(rows)
+    return out
+
+
+def _diff(a: str, b: str, what: str) -> str:
+    return "\n".join(difflib.unified_diff(a.splitlines(), b.splitlines(), what.split(" vs ")[0], what.split(" vs ")[-1],
+                                          lineterm=""))
+
+
+def check(results_dir: Path = HERE / "results", readme: Path = README) -> list[str]:
+    """The problems found; empty when every table is its results' table."""
+    problems = []
+    tables = readme_tables(readme.read_text())
+    render = renderers()
+    files = sorted(results_dir.glob("*.json"))
+    for path in files:
+        doc = json.loads(path.read_text())
+        key = f"bench/results/{path.name}"
+        script = doc["command"].split()[1]
+        if script not in render:
+            problems.append(f"{key}: no renderer for {script}")
+            continue
+        again = render[script](doc["figures"])
+        if again != doc["table"]:
+            problems.append(f"{key}: its figures give another table than the one recorded\n"
+                            + _diff(doc["table"], again, "recorded vs rendered"))
+        if key not in tables:
+            problems.append(f"{key}: no table in {readme.name} follows a marker <!-- results: {key} -->")
+        elif tables[key] != again:
+            problems.append(f"{key}: the table in {readme.name} is not the one its figures give\n"
+                            + _diff(tables[key], again, "README vs rendered"))
+    for key in sorted(set(tables) - {f"bench/results/{p.name}" for p in files}):
+        problems.append(f"{readme.name} names {key}, which does not exist")
+    return problems
+
+
+def main() -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", type=Path, default=HERE / "results", help="folder of raw results (bench/results)")
+    ap.add_argument("--readme", type=Path, default=README, help="the tables (bench/README.md)")
+    args = ap.parse_args()
+    problems = check(args.results, args.readme)
+    for p in problems:
+        print(p, file=sys.stderr)
+    n = len(list(args.results.glob("*.json")))
+    print(f"bench/check.py: {n} results file(s), {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
