@@ -50,9 +50,8 @@ def readme_tables(text: str) -> dict[str, str]:
     return out
 
 
-def _diff(a: str, b: str, what: str) -> str:
-    return "\n".join(difflib.unified_diff(a.splitlines(), b.splitlines(), what.split(" vs ")[0], what.split(" vs ")[-1],
-                                          lineterm=""))
+def _diff(a: str, b: str, a_name: str, b_name: str) -> str:
+    return "\n".join(difflib.unified_diff(a.splitlines(), b.splitlines(), a_name, b_name, lineterm=""))
 
 
 def check(results_dir: Path = HERE / "results", readme: Path = README) -> list[str]:
@@ -71,12 +70,12 @@ def check(results_dir: Path = HERE / "results", readme: Path = README) -> list[s
         again = render[script](doc["figures"])
         if again != doc["table"]:
             problems.append(f"{key}: its figures give another table than the one recorded\n"
-                            + _diff(doc["table"], again, "recorded vs rendered"))
+                            + _diff(doc["table"], again, "recorded", "rendered"))
         if key not in tables:
             problems.append(f"{key}: no table in {readme.name} follows a marker <!-- results: {key} -->")
         elif tables[key] != again:
             problems.append(f"{key}: the table in {readme.name} is not the one its figures give\n"
-                            + _diff(tables[key], again, "README vs rendered"))
+                            + _diff(tables[key], again, readme.name, "rendered"))
     for key in sorted(set(tables) - {f"bench/results/{p.name}" for p in files}):
         problems.append(f"{readme.name} names {key}, which does not exist")
     return problems

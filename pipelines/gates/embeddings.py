@@ -83,10 +83,10 @@ def expected_rows(wh: Warehouse, method: str, day: date, version: str) -> tuple[
     from pipelines.modeling.data import connect
 
     model = read_json(wh.model_folder(method, version) / "config.json")
-    params = {"asof": day, "trained": date.fromisoformat(str(model["day"])), "n": int(model["n_items"])}
+    trained, n = date.fromisoformat(str(model["day"])), int(model["n_items"])
     with connect(wh, {"sequences": layout.SEQUENCES, "vocab_items": layout.VOCAB_ITEMS}) as con:
         users = con.sql(f"SELECT user_idx, user_id, n_events FROM ({duckdb_sql('sequences_asof')}) "
-                        "WHERE list_min(item_idx) <= $n", params={k: params[k] for k in ("asof", "n")}).df()
+                        "WHERE list_min(item_idx) <= $n", params={"asof": day, "n": n}).df()
         items = con.sql("SELECT item_idx, domain, item_id FROM vocab_items WHERE dt <= $trained AND item_idx <= $n",
-                        params={k: params[k] for k in ("trained", "n")}).df()
+                        params={"trained": trained, "n": n}).df()
     return users, items
