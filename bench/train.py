@@ -10,6 +10,10 @@ seeds; mean and 95% interval over users), seconds per epoch, epochs, wall time a
 (``SequenceData.item_counts``, the events every method trains on; 0 = an item never trained on),
 with HR@10 and NDCG@10 on that slice and the paired ΔNDCG@10 against ``--base`` on it.
 
+``--methods`` takes ``LABEL=METHOD`` too: the method's runs kept and shown under LABEL, so one
+method with other ``--set`` values sits beside itself (the GAN's base is
+``base=sasrec_gan --set model.adversary=false``).
+
 Results stay under ``--out`` (one JSON + per-user NPZ per run) and a rerun keeps finished runs,
 so seeds can be added later and the last call prints the whole table. ``--record NAME`` also
 writes ``bench/results/NAME.json`` (``bench/results.py``: command, code version, machine, date,
@@ -94,28 +98,33 @@ def main() -> None:
     print(f"[bench] results under {outdir}", flush=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     results: dict[str, list[dict]] = {}
-    for method in args.methods.split(","):
+    for spec in args.methods.split(","):
         from models.registry import METHODS
 
+        # LABEL=METHOD: the method's runs under another name (one method with other --set, beside itself).
+        label, _, method = spec.rpartition("=")
+        label = label or method
+        if method not in METHODS:
+            raise SystemExit(f"--methods: unknown method {method!r}; known: {', '.join(sorted(METHODS))}")
         learned = getattr(METHODS[method], "learned", True)
         for seed in seeds if learned else seeds[:1]:  # baselines do not depend on the seed
-            out = outdir / f"{method}-{seed}.json"
+            out = outdir / f"{label}-{seed}.json"
             if out.is_file() and out.with_suffix(".npz").is_file():
-                print(f"[bench] {method} seed {seed}: kept from {out}", flush=True)
+                print(f"[bench] {label} seed {seed}: kept from {out}", flush=True)
                 r = json.loads(out.read_text())
                 r["per_user"] = dict(np.load(out.with_suffix(".npz")))
-                results.setdefault(method, []).append(r)
+                results.setdefault(label, []).append(r)
                 continue
             cmd = [sys.executable, __file__, "--worker", "--warehouse", args.warehouse, "--method", method,
                    "--seed", str(seed), "--out", str(out)]
             cmd += ["--config", args.config] if args.config else []
             for s in args.set if learned else []:
                 cmd += ["--set", s]
-            print(f"[bench] {method} seed {seed}", flush=True)
+            print(f"[bench] {label} seed {seed}", flush=True)
             subprocess.run(cmd, check=True)
             r = json.loads(out.read_text())
             r["per_user"] = dict(np.load(out.with_suffix(".npz")))
-            results.setdefault(method, []).append(r)
+            results.setdefault(label, []).append(r)
     text = table(results, args.base, args.tail)
     print(text)
     summary = {m: [{k: v for k, v in r.items() if k not in ("per_user", "log")} for r in rs] for m, rs in results.items()}
