@@ -11,6 +11,7 @@ and with the table that follows ``<!-- results: bench/results/<name>.json -->`` 
 from __future__ import annotations
 
 import difflib
+import importlib
 import json
 import re
 import sys
@@ -23,13 +24,25 @@ MARKER = re.compile(r"<!-- results: (bench/results/[\w.-]+\.json) -->")
 
 
 def renderers() -> dict[str, Callable[[dict], str]]:
-    """The script that renders each kind of results file: by the command's script."""
-    import train  # bench/train.py (this script's folder is on the path)
-
+    """The script that renders each kind of results file: by the command's script. Each imports its
+    script when called (this script's folder is on the path), so only the scripts recorded are imported."""
     def train_table(figures: dict) -> str:
+        import train
+
         return train.table(train.results_of(figures), figures["base"], figures["tail"])
 
-    return {"bench/train.py": train_table}
+    def incremental_table(figures: dict) -> str:
+        import incremental
+        from datetime import date
+
+        return incremental.table(figures["rows"], [date.fromisoformat(d) for d in figures["days"]])
+
+    def table_of(module: str) -> Callable[[dict], str]:
+        """The script's own ``table(figures)``."""
+        return lambda figures: importlib.import_module(module).table(figures)
+
+    return {"bench/train.py": train_table, "bench/incremental.py": incremental_table,
+            **{f"bench/{m}.py": table_of(m) for m in ("multitask", "etl", "gates", "infer", "peer_recbole")}}
 
 
 def readme_tables(text: str) -> dict[str, str]:

@@ -11,8 +11,11 @@ For each size (events), the script:
 4. samples the resident memory of the whole process tree (Python + the Spark JVM) every
    0.2 s and reports the peak.
 
-Each measurement is repeated ``--repeats`` times; medians are reported. Run:
+Each measurement is repeated ``--repeats`` times; medians are reported (``summary``). Run:
 ``python bench/etl.py --sizes 1000000,10000000 --repeats 3`` (about 30 minutes on 2 cores).
+``--record NAME`` also writes ``bench/results/NAME.json`` (``bench/results.py``) with every run's
+seconds and peak memory per size (``bench_size``), from which ``table`` renders the table again
+(``bench/check.py``); ``--json`` writes the medians (``summary``) of each size.
 """
 
 from __future__ import annotations
@@ -174,6 +177,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workdir", default=None, help="scratch folder (default: a temp folder, removed after)")
     ap.add_argument("--json", dest="json_out", help="write the results here as JSON")
+    ap.add_argument("--record", metavar="NAME", help="write the raw results to bench/results/NAME.json")
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="seqrep-bench-"))
     cfg = Config(warehouse=work / "wh")
@@ -184,14 +188,21 @@ def main() -> None:
         spark.stop()
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    print_table(results)
+    figures = {"days": args.days, "repeats": args.repeats, "sizes": results}
+    text = table(figures)
+    print(f"\n{text}\n{notes(figures)}")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(results, indent=2))
+        Path(args.json_out).write_text(json.dumps([summary(r) for r in results], indent=2))
+    if args.record:
+        from results import record  # bench/results.py (the script's folder is on the path)
+
+        record(args.record, figures, text)
 
 
 def bench_size(spark, cfg: Config, work: Path, n: int, days: int, repeats: int) -> dict:
     """``repeats`` runs of the ETL on ``n`` synthetic events over ``days`` days, and the
-    sessionize + edges comparison with DuckDB; medians and the peak memory."""
+    sessionize + edges comparison with DuckDB: every run's seconds and peak memory (``summary``
+    takes their medians), and whether both engines gave the same rows."""
     logs = work / f"logs-{n}"
     shutil.rmtree(logs, ignore_errors=True)
     # In a child process, so the generator's memory is not counted as the ETL's.
@@ -217,32 +228,52 @@ def bench_size(spark, cfg: Config, work: Path, n: int, days: int, repeats: int) 
               f"duckdb {duck_s[-1]:.1f}s; peak memory {mem.peak / 2**30:.2f} GiB (python {mem.peak_python / 2**30:.2f}, "
               f"JVM {mem.peak_children / 2**30:.2f}; {mem.peak_with_files / 2**30:.2f} with mapped files)", flush=True)
     shutil.rmtree(logs, ignore_errors=True)
+    return {"events": n, "repeats": repeats, "runs_stage_s": runs, "spark_sessionize_edges_runs_s": spark_sql_s,
+            "duckdb_sessionize_edges_runs_s": duck_s, "peak_bytes": peaks, "peak_with_files_bytes": peaks_files,
+            **check}
+
+
+def summary(size: dict) -> dict:
+    """Medians over the runs of one size (``bench_size``): ETL seconds per stage and in all, events/s,
+    both engines' seconds and their ratio; the peak memory (max over runs); the rows check."""
+    runs = size["runs_stage_s"]
     total = statistics.median(sum(run.values()) for run in runs)
+    spark_s, duck_s = (statistics.median(size[f"{k}_sessionize_edges_runs_s"]) for k in ("spark", "duckdb"))
     return {
-        "events": n, "stages_s": {k: statistics.median(run[k] for run in runs) for k in runs[0]}, "etl_s": total,
-        "events_per_s": n / total, "spark_sessionize_edges_s": statistics.median(spark_sql_s),
-        "duckdb_sessionize_edges_s": statistics.median(duck_s),
-        "spark_over_duckdb": statistics.median(spark_sql_s) / statistics.median(duck_s),
-        "peak_rss_gib": max(peaks) / 2**30, "peak_rss_with_files_gib": max(peaks_files) / 2**30,
-        "repeats": repeats, **check,
+        "events": size["events"], "stages_s": {k: statistics.median(run[k] for run in runs) for k in runs[0]},
+        "etl_s": total, "events_per_s": size["events"] / total, "spark_sessionize_edges_s": spark_s,
+        "duckdb_sessionize_edges_s": duck_s, "spark_over_duckdb": spark_s / duck_s,
+        "peak_rss_gib": max(size["peak_bytes"]) / 2**30,
+        "peak_rss_with_files_gib": max(size["peak_with_files_bytes"]) / 2**30,
+        "repeats": size["repeats"],
+        **{k: size[k] for k in ("sessions_equal", "edges_equal", "session_rows", "edges") if k in size},
     }
 
 
-def print_table(results: list[dict]) -> None:
-    print("\n| events | ETL s (median) | events/s | Spark sessionize+edges s | DuckDB s | Spark/DuckDB "
-          "| peak memory GiB (+ mapped files) | same rows |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |")
-    for r in results:
-        print(f"| {r['events']:,} | {r['etl_s']:.1f} | {r['events_per_s']:,.0f} | {r['spark_sessionize_edges_s']:.1f} | "
-              f"{r['duckdb_sessionize_edges_s']:.1f} | {r['spark_over_duckdb']:.2f} | {r['peak_rss_gib']:.2f} "
-              f"({r['peak_rss_with_files_gib']:.2f}) | "
-              f"{'yes' if r.get('sessions_equal') and r.get('edges_equal') else 'NO'} |")
+def table(figures: dict) -> str:
+    """The markdown table of bench/README.md, one row per size, from ``figures["sizes"]`` (``bench_size``)."""
+    lines = ["| events | ETL s (median) | events/s | Spark sessionize+edges s | DuckDB s | Spark/DuckDB "
+             "| peak memory GiB (+ mapped files) | same rows |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |"]
+    for r in map(summary, figures["sizes"]):
+        lines.append(f"| {r['events']:,} | {r['etl_s']:.1f} | {r['events_per_s']:,.0f} | "
+                     f"{r['spark_sessionize_edges_s']:.1f} | {r['duckdb_sessionize_edges_s']:.1f} | "
+                     f"{r['spark_over_duckdb']:.2f} | {r['peak_rss_gib']:.2f} ({r['peak_rss_with_files_gib']:.2f}) | "
+                     f"{'yes' if r.get('sessions_equal') and r.get('edges_equal') else 'NO'} |")
+    return "\n".join(lines)
+
+
+def notes(figures: dict) -> str:
+    """The lines printed under the table: the largest size's ETL time against the smallest's, and
+    the median seconds per stage of each size."""
+    results = [summary(r) for r in figures["sizes"]]
+    out = ""
     if len(results) >= 2:
         a, b = results[0], results[-1]
-        print(f"\n{b['events']:,} vs {a['events']:,} events: ETL time x{b['etl_s'] / a['etl_s']:.1f} "
-              f"for x{b['events'] / a['events']:.0f} the events")
-    print("stages (median s): " + "; ".join(f"{r['events']:,}: {json.dumps({k: round(v, 1) for k, v in r['stages_s'].items()})}"
-                                            for r in results))
+        out = (f"\n{b['events']:,} vs {a['events']:,} events: ETL time x{b['etl_s'] / a['etl_s']:.1f} "
+               f"for x{b['events'] / a['events']:.0f} the events\n")
+    return out + "stages (median s): " + "; ".join(
+        f"{r['events']:,}: {json.dumps({k: round(v, 1) for k, v in r['stages_s'].items()})}" for r in results)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ ETL tables (hard links, not copies of the files):
 
 For each later night: test HR/NDCG@10 (full ranking, leave-one-out as of that day) as mean ± sd
 over seeds, the paired ΔNDCG@10 (warm - full, per user, averaged over seeds; mean and 95% interval
-over users), training seconds and epochs.
+over users), training seconds and epochs. ``--record NAME`` also writes ``bench/results/NAME.json``
+(``bench/results.py``) with every (arm, seed, night)'s figures and per-user HR/NDCG@10 (``figures_of``),
+from which ``table`` renders the table again (``bench/check.py``).
 
 Run (ml-100k, after ``seqrep ingest`` and ``seqrep etl --all`` into wh-ml):
     python bench/incremental.py --warehouse wh-ml --config configs/movielens.yaml --method gru4rec \\
@@ -82,7 +84,15 @@ def run_arm(args, arm: str, seed: int, days: list[date]) -> list[dict]:
     return rows
 
 
+def figures_of(results: list[dict], days: list[date], method: str, warm_epochs: int, seeds: str) -> dict:
+    """What ``table`` reads, as JSON: every run's rows (``run_arm``) and the nights of the table
+    (``days``: all but the first, which trains fully in both arms)."""
+    return {"method": method, "warm_epochs": warm_epochs, "seeds": seeds, "days": [d.isoformat() for d in days],
+            "rows": results}
+
+
 def table(results: list[dict], days: list[date]) -> str:
+    """The markdown table of the module docstring: one row per night and arm of ``results`` (``run_arm``'s rows)."""
     lines = ["| night | arm | test HR@10 | test NDCG@10 | ΔNDCG@10 warm - full [95% CI] | train s | epochs |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for day in days:
@@ -118,6 +128,7 @@ def main() -> None:
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--warm-epochs", type=int, default=3)
     p.add_argument("--out", default="bench-incremental", help="arm warehouses and results.json")
+    p.add_argument("--record", metavar="NAME", help="write the raw results to bench/results/NAME.json")
     args = p.parse_args()
     days = [date.fromisoformat(d) for d in args.days.split(",")]
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -127,7 +138,12 @@ def main() -> None:
             results += run_arm(args, arm, seed, days)
     (Path(args.out) / "results.json").write_text(json.dumps(results))
     print(f"\n{args.method}, warm start ({args.warm_epochs} epochs a night) vs full retrain, seeds {args.seeds}\n")
-    print(table(results, days[1:]))
+    text = table(results, days[1:])
+    print(text)
+    if args.record:
+        from results import record  # bench/results.py (the script's folder is on the path)
+
+        record(args.record, figures_of(results, days[1:], args.method, args.warm_epochs, args.seeds), text)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,12 @@ directions, log-normal norms, dim 64), the exact inner-product index and the HNS
 ``--queries`` single-vector queries one at a time (like a service): latency p50/p99 and
 recall@10 of HNSW against exact search.
 
+``--record NAME`` also writes the raw results, one file per part that ran (``bench/results.py``):
+``bench/results/NAME-users.json`` (every row's FLOPs, per-chunk matmul rates and users/s, seconds,
+warm-up) and ``bench/results/NAME-index.json`` (every index's build seconds, per-query latencies and
+recall); ``table`` renders either part's table again from its figures (``figures["part"]``, for
+``bench/check.py``), and the rows printed while the benchmark runs are the same functions' rows.
+
 Run (after ``seqrep ingest --source movielens`` and ``seqrep etl --all`` into wh-ml):
     python bench/infer.py --warehouse wh-ml --users 1000000 --items 1000000 --chunks 5
 """
@@ -74,11 +80,68 @@ def model_flops(method: str, p, L: int | None = None) -> tuple[float, float]:
     return gates + L * 2 * h * d, gates + 2 * h * d
 
 
-def bench_users(args: argparse.Namespace) -> None:
+USERS_HEAD = ("| method | encoder | precision | MFLOP/user full | MFLOP/user computed | limit users/s | "
+              "users/s (median) | chunks | all users/s | of limit (median) | chunks of limit | GFLOP/s done | "
+              "warm-up s |\n"
+              "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: | ---: |")
+INDEX_HEAD = ("| index | build s | p50 ms | p99 ms | mean ms | recall@10 vs exact |\n"
+              "| --- | ---: | ---: | ---: | ---: | ---: |")
+
+
+def users_row(r: dict) -> str:
+    """One row of the user-encoding table from its figures (``encode_rates``): each chunk's limit is
+    its matmul rate over the full forward's FLOPs; medians over the chunks."""
+    limits = [g * 1e9 / r["flops_full"] for g in r["chunk_matmul_gflops"]]
+    rates = r["chunk_users_per_s"]
+    shares = [x / lim for x, lim in zip(rates, limits)]
+    rate = statistics.median(rates)
+    return (f"| {r['method']} | {r['encoder']} | {r['precision']} | {r['flops_full'] / 1e6:.2f} | "
+            f"{r['flops_computed'] / 1e6:.2f} | {statistics.median(limits):,.0f} | {rate:,.0f} | "
+            f"{', '.join(f'{x:,.0f}' for x in rates)} | {r['users'] / r['seconds']:,.0f} | "
+            f"{statistics.median(shares):.0%} | {', '.join(f'{x:.0%}' for x in shares)} | "
+            f"{rate * r['flops_computed'] / 1e9:.0f} | {r['warmup_s']:.1f} |")
+
+
+def index_row(r: dict) -> str:
+    """One row of the item-index table from its figures (``bench_index``): latency percentiles over the queries."""
+    lat = r["latency_ms"]
+    return (f"| {r['index']} | {r['build_s']:.1f} | {np.percentile(lat, 50):.3f} | {np.percentile(lat, 99):.3f} | "
+            f"{np.mean(lat):.3f} | {r['recall@10']:.4f} |")
+
+
+def table(figures: dict) -> str:
+    """The markdown table of one part, ``figures["part"]``: "users" (``bench_users``) or "index" (``bench_index``)."""
+    head, row = (USERS_HEAD, users_row) if figures["part"] == "users" else (INDEX_HEAD, index_row)
+    return "\n".join([head, *map(row, figures["rows"])])
+
+
+def encode_rates(model, data, rows: np.ndarray, args: argparse.Namespace, precision: str, device) -> dict:
+    """Time ``encode_users`` over ``rows`` in ``args.chunks`` chunks, the matmul rate measured before each:
+    the figures of one row of the user-encoding table (with the warm-up, compiling included)."""
+    from models.infer import encode_users
+
+    chunk = -(-args.users // args.chunks)
+    bf16 = precision == "bf16"
+    t = time.perf_counter()  # the compiled encoder compiles here
+    encode_users(model, data, rows[:4 * args.batch], batch_size=args.batch, device=str(device), bf16=bf16)
+    warm = time.perf_counter() - t
+    rates, gflops, spent = [], [], 0.0
+    for lo in range(0, args.users, chunk):
+        gflops.append(matmul_flops(precision, repeats=3))
+        t = time.perf_counter()
+        out = encode_users(model, data, rows[lo:lo + chunk], batch_size=args.batch, device=str(device), bf16=bf16)
+        spent += time.perf_counter() - t
+        rates.append(len(out) / (time.perf_counter() - t))
+    assert np.isfinite(out).all()
+    return {"chunk_matmul_gflops": gflops, "chunk_users_per_s": rates, "users": args.users, "seconds": spent,
+            "warmup_s": warm}
+
+
+def bench_users(args: argparse.Namespace) -> dict:
+    """Part 1; prints its table row by row and returns its figures (``table``)."""
     import torch
 
     from pipelines.modeling.data import load
-    from models.infer import encode_users
     from models.registry import method_config
     from models.registry import build
     from pipelines.modeling.train import resolve_day
@@ -92,9 +155,9 @@ def bench_users(args: argparse.Namespace) -> None:
     print(f"\n## user encoding: {len(data.users):,} ml-100k users replicated to {args.users:,}, "
           f"batch {args.batch}, torch threads {torch.get_num_threads()}; median of the {args.chunks} chunks "
           f"of {chunk:,} users, each against the matmul rate measured just before it")
-    print("| method | encoder | precision | MFLOP/user full | MFLOP/user computed | limit users/s | users/s (median) | "
-          "chunks | all users/s | of limit (median) | chunks of limit | GFLOP/s done | warm-up s |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: | ---: |")
+    print(USERS_HEAD)
+    figures = {"part": "users", "base_users": len(data.users), "users": args.users, "chunks": args.chunks,
+               "batch": args.batch, "torch_threads": torch.get_num_threads(), "rows": []}
     for method, compiled, precision in itertools.product(args.methods.split(","), args.encoders.split(","),
                                                          args.precisions.split(",")):
         mc = method_config(method)
@@ -103,31 +166,18 @@ def bench_users(args: argparse.Namespace) -> None:
         if compiled == "compiled" and not model.compile_encode():
             continue  # no compiled path: the eager row is what seqrep infer runs
         p = mc.params()
-        full = model_flops(method, p)[0]
         lengths = np.minimum(data.lengths[rows], p.max_len)
         needed = float(np.mean([model_flops(method, p, int(L))[1] for L in lengths[:len(data.users)]]))
-        bf16 = precision == "bf16"
-        t = time.perf_counter()  # the compiled encoder compiles here
-        encode_users(model, data, rows[:4 * args.batch], batch_size=args.batch, device=str(device), bf16=bf16)
-        warm = time.perf_counter() - t
-        rates, limits, spent = [], [], 0.0
-        for lo in range(0, args.users, chunk):
-            limits.append(matmul_flops(precision, repeats=3) * 1e9 / full)
-            t = time.perf_counter()
-            out = encode_users(model, data, rows[lo:lo + chunk], batch_size=args.batch, device=str(device),
-                               bf16=bf16)
-            spent += time.perf_counter() - t
-            rates.append(len(out) / (time.perf_counter() - t))
-        assert np.isfinite(out).all()
-        shares = [r / lim for r, lim in zip(rates, limits)]
-        rate = statistics.median(rates)
-        print(f"| {method} | {compiled} | {precision} | {full / 1e6:.2f} | {needed / 1e6:.2f} | "
-              f"{statistics.median(limits):,.0f} | {rate:,.0f} | {', '.join(f'{r:,.0f}' for r in rates)} | {args.users / spent:,.0f} | "
-              f"{statistics.median(shares):.0%} | {', '.join(f'{x:.0%}' for x in shares)} | "
-              f"{rate * needed / 1e9:.0f} | {warm:.1f} |", flush=True)
+        row = {"method": method, "encoder": compiled, "precision": precision,
+               "flops_full": model_flops(method, p)[0], "flops_computed": needed,
+               **encode_rates(model, data, rows, args, precision, device)}
+        figures["rows"].append(row)
+        print(users_row(row), flush=True)
+    return figures
 
 
-def bench_index(args: argparse.Namespace) -> None:
+def bench_index(args: argparse.Namespace) -> dict:
+    """Part 2; prints its table row by row and returns its figures (``table``)."""
     import faiss
 
     from pipelines.core.config import EmbeddingsConfig
@@ -142,8 +192,9 @@ def bench_index(args: argparse.Namespace) -> None:
     cfg = EmbeddingsConfig()
     print(f"\n## item index: {n:,} synthetic items, dim {dim}, {args.queries:,} single queries, top 10, "
           f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
-    print("| index | build s | p50 ms | p99 ms | mean ms | recall@10 vs exact |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print(INDEX_HEAD)
+    figures = {"part": "index", "items": n, "dim": dim, "queries": args.queries, "faiss": faiss.__version__,
+               "threads": faiss.omp_get_max_threads(), "rows": []}
     truth = None
     hnsw = f"HNSW M={cfg.hnsw_m} efC={cfg.hnsw_ef_construction} efS={cfg.hnsw_ef_search}"
     for kind, exact_max in (("exact (IndexFlatIP)", n), (hnsw, 1)):
@@ -160,9 +211,10 @@ def bench_index(args: argparse.Namespace) -> None:
         found = np.array(found)
         if truth is None:
             truth = found
-        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)])
-        print(f"| {kind} | {build:.1f} | {np.percentile(lat, 50):.3f} | {np.percentile(lat, 99):.3f} | "
-              f"{np.mean(lat):.3f} | {recall:.4f} |", flush=True)
+        recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)]))
+        figures["rows"].append({"index": kind, "build_s": build, "latency_ms": lat, "recall@10": recall})
+        print(index_row(figures["rows"][-1]), flush=True)
+    return figures
 
 
 def main() -> None:
@@ -178,15 +230,23 @@ def main() -> None:
                          "runs from embeddings.compile_min_users users)")
     ap.add_argument("--items", type=int, default=1_000_000, help="synthetic items of part 2 (0: skip)")
     ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--record", metavar="NAME",
+                    help="write the raw results to bench/results/NAME-users.json and NAME-index.json")
     args = ap.parse_args()
     gflops = {p: matmul_flops(p) for p in args.precisions.split(",")}
     print("matmul, median of 7, 2048^3: " + ", ".join(f"{p} {g:.1f} GFLOP/s" for p, g in gflops.items()))
+    parts = []
     if args.users:
         if not args.warehouse:
             raise SystemExit("--warehouse is needed for the user-encoding part (or --users 0)")
-        bench_users(args)
+        parts.append(bench_users(args))
     if args.items:
-        bench_index(args)
+        parts.append(bench_index(args))
+    if args.record:
+        from results import record  # bench/results.py (the script's folder is on the path)
+
+        for figures in parts:
+            record(f"{args.record}-{figures['part']}", {**figures, "matmul_gflops": gflops}, table(figures))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ users), plus seconds per epoch, epochs, wall time and peak memory per run (media
 
 Results are kept under ``--out`` (one JSON + per-user NPZ per run); a rerun skips finished runs,
 so a long benchmark can run in pieces (``--variants``) and the last call prints the whole table.
+``--record NAME`` also writes ``bench/results/NAME.json`` (``bench/results.py``) with ``figures_of``'s
+figures (every run's figures with its per-task users and per-user NDCG@10, pop's per-user metrics),
+from which ``table`` renders the table again (``bench/check.py``).
 
 Run (after ``seqrep ingest --source taobao`` and ``seqrep etl --all`` into /work/wh/tb):
     python bench/multitask.py --warehouse /work/wh/tb --config configs/taobao.yaml --seeds 1,2,3 \\
@@ -118,6 +121,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="extra --set for every run (e.g. train.epochs=30)")
     ap.add_argument("--out", required=True, help="folder of per-run JSON and per-user metrics (reruns skip done runs)")
     ap.add_argument("--report", action="store_true", help="train nothing: print the table of the finished runs")
+    ap.add_argument("--record", metavar="NAME", help="write the raw results to bench/results/NAME.json")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, help=argparse.SUPPRESS)
@@ -151,52 +155,81 @@ def main() -> None:
                 r = json.loads(out.read_text())
                 r["per_user"] = dict(np.load(out.with_suffix(".npz")))
                 results.setdefault(variant, []).append(r)
-    print_table(results, popularity(args, tasks), tasks, args.set)
+    figures = figures_of(results, popularity(args, tasks), tasks, args.set)
+    text, above = table(figures), caption(figures)
+    print(f"\n{above}\n\n{text}" if above else text)
+    if args.record:
+        from results import record  # bench/results.py (the script's folder is on the path)
+
+        record(args.record, figures, text)
     summary = {v: [{k: x for k, x in r.items() if k not in ("per_user", "log")} for r in rs] for v, rs in results.items()}
     (outdir / "summary.json").write_text(json.dumps(summary, indent=1))
 
 
+def figures_of(results: dict[str, list[dict]], pop: dict[str, dict[str, np.ndarray]], tasks: list[str],
+               sets: list[str]) -> dict:
+    """What ``table`` reads, as JSON: each run's figures with its per-task users and per-user NDCG@10
+    (the paired interval), pop's per-user metrics per task, the tasks and the ``--set`` options."""
+    runs = {v: [{**{k: x for k, x in r.items() if k not in ("per_user", "log")},
+                 "per_user": {k: np.asarray(x).tolist() for k, x in r["per_user"].items()
+                              if k.endswith(("/users", "/ndcg@10"))}} for r in rs] for v, rs in results.items()}
+    return {"tasks": tasks, "sets": sets, "runs": runs,
+            "pop": {t: {k: np.asarray(x).tolist() for k, x in p.items()} for t, p in pop.items()}}
+
+
+def caption(figures: dict) -> str:
+    """The line printed above the table: the split and the ``--set`` options (empty without runs)."""
+    any_run = next((rs[0] for rs in figures["runs"].values() if rs), None)
+    if not any_run:
+        return ""
+    return (f"per-task test ({any_run['protocol']} split as of {any_run['day']}; last event of the behavior on "
+            f"the held-out day; seen items not masked; --set {' '.join(figures['sets']) or '-'})")
+
+
 def _per_user(rs: list[dict], task: str, key: str) -> tuple[np.ndarray, np.ndarray]:
     """Users and their ``key`` averaged over the runs ``rs`` (the rows are the same in every run)."""
-    users = rs[0]["per_user"][f"{task}/users"]
+    users = np.asarray(rs[0]["per_user"][f"{task}/users"])
     for r in rs[1:]:
         if not np.array_equal(r["per_user"][f"{task}/users"], users):
             raise SystemExit(f"{task}: runs ranked different users; were they trained on different data?")
     return users, np.mean([r["per_user"][f"{task}/{key}"] for r in rs], 0)
 
 
-def print_table(results: dict[str, list[dict]], pop: dict[str, dict[str, np.ndarray]], tasks: list[str],
-                sets: list[str]) -> None:
-    any_run = next((rs[0] for rs in results.values()), None)
-    if any_run:
-        print(f"\nper-task test ({any_run['protocol']} split as of {any_run['day']}; last event of the behavior on "
-              f"the held-out day; seen items not masked; --set {' '.join(sets) or '-'})\n")
-    print("| task | model | seeds | users | HR@10 | NDCG@10 | MRR@10 | ΔNDCG@10 mmoe − single (paired, 95% CI) "
-          "| s/epoch | epochs | wall s | peak MB |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for task in tasks:
-        p = pop.get(task)
+def _delta(mmoe: list[dict], single: list[dict], task: str) -> str:
+    """Paired ΔNDCG@10 mmoe − single on ``task`` (each user's value averaged over seeds), 95% interval."""
+    users, mt = _per_user(mmoe, task, "ndcg@10")
+    s_users, st = _per_user(single, task, "ndcg@10")
+    if not np.array_equal(users, s_users):
+        return "-"
+    d = mt - st
+    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+    return f"{d.mean():+.4f} [{d.mean() - half:+.4f}, {d.mean() + half:+.4f}]"
+
+
+def table(figures: dict) -> str:
+    """The markdown table of the module docstring, from ``figures_of``'s figures."""
+    runs = figures["runs"]
+    lines = ["| task | model | seeds | users | HR@10 | NDCG@10 | MRR@10 | ΔNDCG@10 mmoe − single (paired, 95% CI) "
+             "| s/epoch | epochs | wall s | peak MB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for task in figures["tasks"]:
+        p = figures["pop"].get(task)
         if p is not None:
-            cells = [f"{p[f'{m}@10'].mean():.4f}" for m in METRICS]
-            print(f"| {task} | pop | - | {len(p['users'])} | {' | '.join(cells)} | - | - | - | - | - |")
-        single = results.get(f"single-{task}")
+            cells = [f"{np.mean(p[f'{m}@10']):.4f}" for m in METRICS]
+            lines.append(f"| {task} | pop | - | {len(p['users'])} | {' | '.join(cells)} | - | - | - | - | - |")
+        single = runs.get(f"single-{task}")
         for variant in (f"single-{task}", "mmoe"):
-            rs = [r for r in results.get(variant, []) if f"{task}/users" in r["per_user"]]
+            rs = [r for r in runs.get(variant, []) if f"{task}/users" in r["per_user"]]
             if not rs:
                 continue
             cells = [_ms([r["test"][task][f"{m}@10"] for r in rs]) for m in METRICS]
-            delta = "-"
-            if variant == "mmoe" and single:
-                users, mt = _per_user(rs, task, "ndcg@10")
-                s_users, st = _per_user(single, task, "ndcg@10")
-                if np.array_equal(users, s_users):
-                    d = mt - st
-                    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
-                    delta = f"{d.mean():+.4f} [{d.mean() - half:+.4f}, {d.mean() + half:+.4f}]"
-            print(f"| {task} | {variant} | {len(rs)} | {len(rs[0]['per_user'][f'{task}/users'])} | {' | '.join(cells)} "
-                  f"| {delta} | {statistics.median(r['sec_per_epoch'] for r in rs):.2f} "
-                  f"| {statistics.median(r['epochs'] for r in rs):.0f} "
-                  f"| {statistics.median(r['wall_seconds'] for r in rs):.0f} | {max(r['peak_rss_mb'] for r in rs):.0f} |")
+            delta = _delta(rs, single, task) if variant == "mmoe" and single else "-"
+            lines.append(f"| {task} | {variant} | {len(rs)} | {len(rs[0]['per_user'][f'{task}/users'])} "
+                         f"| {' | '.join(cells)} | {delta} | {statistics.median(r['sec_per_epoch'] for r in rs):.2f} "
+                         f"| {statistics.median(r['epochs'] for r in rs):.0f} "
+                         f"| {statistics.median(r['wall_seconds'] for r in rs):.0f} "
+                         f"| {max(r['peak_rss_mb'] for r in rs):.0f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

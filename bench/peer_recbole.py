@@ -9,7 +9,9 @@
   budget, validation NDCG@10 after every epoch with its elapsed time, then test metrics.
 - ``ours``    (seqrep's venv): the same for one of our methods, through ``seqrep train``'s code.
 - ``table``:  best validation and test NDCG@10/HR@10 of each, and the time each needed to reach
-  RecBole's best validation NDCG@10.
+  RecBole's best validation NDCG@10. ``table --record NAME`` also writes ``bench/results/NAME.json``
+  (``bench/results.py``) with the ``recbole-*.json`` and ``seqrep-*.json`` results it read
+  (``figures_of``), from which ``table`` (the function) renders the table again (``bench/check.py``).
 """
 
 from __future__ import annotations
@@ -164,15 +166,24 @@ def ours(args: argparse.Namespace) -> None:
     Path(args.out, f"seqrep-{args.method}.json").write_text(json.dumps(out, indent=1))
 
 
-def table(args: argparse.Namespace) -> None:
-    pairs = list(PAIRS.items())
-    print("| model | system | best valid NDCG@10 | test NDCG@10 | test HR@10 | epochs | s to RecBole's best valid | ratio |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for theirs_name, ours_name in pairs:
-        files = [Path(args.out, f"recbole-{theirs_name}.json"), Path(args.out, f"seqrep-{ours_name}.json")]
-        if not all(f.is_file() for f in files):
-            continue
-        rb, sq = (json.loads(f.read_text()) for f in files)
+def figures_of(out: Path) -> dict:
+    """What ``table`` reads, as JSON: for each pair of ``PAIRS`` with both results in ``out``, RecBole's
+    and ours as ``recbole`` and ``ours`` wrote them (with their per-epoch logs)."""
+    pairs = []
+    for theirs_name, ours_name in PAIRS.items():
+        files = [Path(out, f"recbole-{theirs_name}.json"), Path(out, f"seqrep-{ours_name}.json")]
+        if all(f.is_file() for f in files):
+            pairs.append({"model": theirs_name, "runs": [json.loads(f.read_text()) for f in files]})
+    return {"pairs": pairs}
+
+
+def table(figures: dict) -> str:
+    """The markdown table of the module docstring from ``figures_of``'s figures: each run's time is
+    the elapsed seconds of its first epoch at or above RecBole's best validation NDCG@10."""
+    lines = ["| model | system | best valid NDCG@10 | test NDCG@10 | test HR@10 | epochs | s to RecBole's best valid "
+             "| ratio |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for pair in figures["pairs"]:
+        rb, sq = pair["runs"]
         target = rb["best_valid_ndcg@10"]
         reach = {}
         for run in (rb, sq):
@@ -183,8 +194,21 @@ def table(args: argparse.Namespace) -> None:
             ratio = ""
             if run["system"] == "seqrep" and t and reach["recbole"]:
                 ratio = f"1/{reach['recbole'] / t:.0f}" if t <= reach["recbole"] / 2 else f"{t / reach['recbole']:.2f}x"
-            print(f"| {theirs_name} | {run['system']} | {run['best_valid_ndcg@10']:.4f} | {run['test']['ndcg@10']:.4f} | "
-                  f"{run['test']['hit@10']:.4f} | {len(run['log'])} | {f'{t:.0f}' if t else 'not reached'} | {ratio} |")
+            lines.append(f"| {pair['model']} | {run['system']} | {run['best_valid_ndcg@10']:.4f} | "
+                         f"{run['test']['ndcg@10']:.4f} | {run['test']['hit@10']:.4f} | {len(run['log'])} | "
+                         f"{f'{t:.0f}' if t else 'not reached'} | {ratio} |")
+    return "\n".join(lines)
+
+
+def report(args: argparse.Namespace) -> None:
+    """The ``table`` subcommand: print the table of the results under ``--out`` (and ``--record`` them)."""
+    figures = figures_of(Path(args.out))
+    text = table(figures)
+    print(text)
+    if args.record:
+        from results import record  # bench/results.py (the script's folder is on the path)
+
+        record(args.record, figures, text)
 
 
 def main() -> None:
@@ -206,8 +230,9 @@ def main() -> None:
             s.add_argument("--lr", type=float, help="RecBole's learning_rate (default: RecBole's, 1e-3)")
     s = sub.add_parser("table")
     s.add_argument("--out", required=True)
+    s.add_argument("--record", metavar="NAME", help="write the raw results to bench/results/NAME.json")
     args = ap.parse_args()
-    {"export": export, "metrics": metrics_check, "recbole": recbole, "ours": ours, "table": table}[args.cmd](args)
+    {"export": export, "metrics": metrics_check, "recbole": recbole, "ours": ours, "table": report}[args.cmd](args)
 
 
 if __name__ == "__main__":
