@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # seqrep beside RecBole 1.2.1 on ml-100k: same sequences, split, protocol and wall-clock budget.
 #
-#   bash bench/peer_recbole.sh WAREHOUSE [BUDGET_SECONDS]
+#   [RECORD=NAME] bash bench/peer_recbole.sh WAREHOUSE [BUDGET_SECONDS]
 #
 # WAREHOUSE holds ml-100k after `seqrep ingest --source movielens` and `seqrep etl --all` (see
 # bench/README.md). RecBole is installed in its own venv, bench/.recbole-venv (never a project
@@ -32,4 +32,5 @@ done
 for method in gru4rec sasrec srgnn lightgcn; do
   .venv/bin/python bench/peer_recbole.py ours --method "$method" --warehouse "$WH" --out "$OUT" --budget "$BUDGET"
 done
-.venv/bin/python bench/peer_recbole.py table --out "$OUT"
+# RECORD=NAME: the table's raw results also go to bench/results/NAME.json (bench/results.py).
+.venv/bin/python bench/peer_recbole.py table --out "$OUT" ${RECORD:+--record "$RECORD"}
