@@ -20,6 +20,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@echo "installing into $(VENV) (first time: about 2-3 minutes)"
 	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock $(PIP_QUIET)
 	@$(PY) -m pip install -q --disable-pip-version-check --no-deps -e . $(PIP_QUIET)
+	@$(PY) -m pipelines.etl.localfs >/dev/null  # Spark's local file system without a chmod per file
 	@$(PY) -c "import torch, pyspark; print('installed: torch', torch.__version__, '| pyspark', pyspark.__version__)"
 	@touch $@
 

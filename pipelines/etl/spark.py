@@ -32,8 +32,12 @@ def get_spark(cfg: SparkConfig) -> "SparkSession":
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName("seqrep")
-    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not launched by spark-submit
+    driver: dict[str, str] = {}
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not launched by spark-submit: this process starts the JVM
+        from pipelines.etl.localfs import spark_settings
+
         builder = builder.master(cfg.master).config("spark.driver.memory", cfg.driver_memory)
+        driver = spark_settings(cfg.master)  # the local file system without a chmod per file
     settings = {
         "spark.sql.session.timeZone": "UTC",
         "spark.driver.extraJavaOptions": f"-Duser.timezone=UTC -XX:MaxDirectMemorySize={cfg.max_direct_memory}",
@@ -52,6 +56,7 @@ def get_spark(cfg: SparkConfig) -> "SparkSession":
         # Parquet written by pandas / pyarrow stores times in nanoseconds, a type Spark cannot read
         # as a timestamp: read them as epoch longs (the parquet adapter converts them).
         "spark.sql.legacy.parquet.nanosAsLong": "true",
+        **driver,
         **cfg.conf,
     }
     for key, value in settings.items():
@@ -113,10 +118,13 @@ def write_daily(
             )
             for row in agg.collect():
                 stats[row["dt"]] = {"rows": int(row["rows"]), "checksum": str(row["checksum"])}
+        empty: Path | None = None  # one zero-row file, copied into every day without rows
         for d in days:
             part = staged / f"dt={d.isoformat()}"
             if not part.exists():
-                _write_empty(df, part)
+                empty = empty or _write_empty(df, staged / "_empty")
+                part.mkdir(parents=True)
+                shutil.copyfile(empty, part / empty.name)
             wh.swap_in(part, wh.table(table) / f"dt={d.isoformat()}")
         return stats
     finally:
@@ -137,8 +145,8 @@ def write_table(df: "DataFrame", wh: Warehouse, table: str) -> int:
         shutil.rmtree(staged, ignore_errors=True)
 
 
-def _write_empty(df: "DataFrame", part: Path) -> None:
-    """A zero-row Parquet file with the frame's schema (minus ``dt``)."""
+def _write_empty(df: "DataFrame", part: Path) -> Path:
+    """A zero-row Parquet file with the frame's schema (minus ``dt``) in the folder ``part``; its path."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from pyspark.sql.pandas.types import to_arrow_schema
@@ -147,4 +155,6 @@ def _write_empty(df: "DataFrame", part: Path) -> None:
     schema = StructType([f for f in df.schema.fields if f.name != "dt"])
     part.mkdir(parents=True, exist_ok=True)
     arrow_schema = to_arrow_schema(schema, timestamp_utc=True)
-    pq.write_table(pa.Table.from_batches([], schema=arrow_schema), part / "part-00000-empty.parquet")
+    path = part / "part-00000-empty.parquet"
+    pq.write_table(pa.Table.from_batches([], schema=arrow_schema), path)
+    return path
