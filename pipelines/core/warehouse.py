@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import hashlib
 import json
 import os
@@ -471,8 +472,11 @@ def iter_files(path: Path, suffixes: tuple[str, ...] = ()) -> Iterator[Path]:
                 yield p
 
 
+@functools.cache
 def code_version() -> str:
-    """Hash of the pipeline's code and SQL: a manifest says which code wrote a partition."""
+    """Hash of the pipeline's code and SQL: a manifest says which code wrote a partition. Once per
+    process (the code a process runs does not change under it): a range writes a manifest per day
+    and stage, and hashing ~100 files each time cost 3.5 ms per manifest."""
     h = hashlib.sha256()
     for p in sorted([*PACKAGE_DIR.rglob("*.py"), *SQL_DIR.glob("*.sql")]):
         h.update(str(p.relative_to(p.parents[1])).encode())

@@ -36,12 +36,14 @@ def frames(spark: "SparkSession", cfg: Config, days: list[date], wh: Warehouse) 
                for d, n in row_counts(wh, f"{layout.RAW_EVENTS}/source={source}", days).items()
                if wh.has_partition(f"{layout.RAW_EVENTS}/source={source}", d)}
     rows = []
+    bulk = {source: wh.read_manifest("ingest", f"source={source}") for source in sources}  # read once, not per day
+    totals: dict[date, dict[str, float]] = {d: {"rows": 0.0} for d in days}
     for (source, d), n in sorted(counted.items()):
-        m = wh.read_manifest("ingest", f"source={source}/dt={d.isoformat()}") or wh.read_manifest("ingest", f"source={source}")
+        m = wh.read_manifest("ingest", f"source={source}/dt={d.isoformat()}") or bulk[source]
         written = (m or {}).get("days", {}).get(d.isoformat(), {}).get("rows", -1)
         rows.append({"source": source, "dt": d.isoformat(), "rows": n, "ingested": int(written)})
+        totals[d]["rows"] += n
     out.append(accounting("raw accounting", rows, [("rows", "ingested")]))
-    totals = {d: {"rows": float(sum(n for (_, dd), n in counted.items() if dd == d))} for d in days}
 
     def previous(d: date) -> dict[str, float]:
         return {"rows": float(sum(row_counts(wh, layout.RAW_EVENTS, [d]).values()))} if wh.raw_paths([d]) else {}
