@@ -33,7 +33,7 @@ def test_only_a_local_master_gets_it_and_without_javac_spark_keeps_hadoops(monke
         built = localfs.jar()  # compiled into an empty cache
         assert built is not None and built.parent == tmp_path and built.stat().st_size > 1000
         localfs.jar.cache_clear()
-        monkeypatch.setattr(localfs.shutil, "which", lambda name: None)
+        monkeypatch.setenv("PATH", str(tmp_path))  # a machine without a JDK's javac on its PATH
         assert localfs.spark_settings("local[2]") == {}
         assert "no javac" in capsys.readouterr().err
     finally:
