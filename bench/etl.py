@@ -104,6 +104,16 @@ def synthetic_for(n_events: int, days: int) -> SyntheticConfig:
                            users=max(1000, n_events // 50), items_per_domain=max(1000, n_events // 500))
 
 
+def write_logs(out: Path, syn: SyntheticConfig, quiet: bool = False) -> None:
+    """``seqrep generate`` of ``syn`` into ``out``, in a child process, so the generator's memory is
+    not counted as the ETL's (every benchmark's synthetic logs come from here)."""
+    subprocess.run([sys.executable, "-m", "pipelines.cli", "generate", "--out", str(out),
+                    "--start", syn.start_date.isoformat(), "--days", str(syn.days),
+                    "--events-per-day", str(syn.events_per_day), "--users", str(syn.users),
+                    "--items-per-domain", str(syn.items_per_domain), "--seed", str(syn.seed)],
+                   check=True, stdout=subprocess.DEVNULL if quiet else None)
+
+
 def run_etl(spark, cfg: Config, logs: Path) -> dict[str, float]:
     """The whole ETL on a fresh warehouse; seconds per stage."""
     shutil.rmtree(cfg.warehouse, ignore_errors=True)
@@ -205,12 +215,7 @@ def bench_size(spark, cfg: Config, work: Path, n: int, days: int, repeats: int) 
     takes their medians), and whether both engines gave the same rows."""
     logs = work / f"logs-{n}"
     shutil.rmtree(logs, ignore_errors=True)
-    # In a child process, so the generator's memory is not counted as the ETL's.
-    syn = synthetic_for(n, days)
-    subprocess.run([sys.executable, "-m", "pipelines.cli", "generate", "--out", str(logs),
-                    "--start", syn.start_date.isoformat(), "--days", str(syn.days),
-                    "--events-per-day", str(syn.events_per_day), "--users", str(syn.users),
-                    "--items-per-domain", str(syn.items_per_domain), "--seed", str(syn.seed)], check=True)
+    write_logs(logs, synthetic_for(n, days))
     runs, spark_sql_s, duck_s, peaks, peaks_files = [], [], [], [], []
     check = {}
     for r in range(repeats):

@@ -33,11 +33,14 @@ STAGE_LINE = re.compile(r"^\s+(gate \w+|\w+)\s+([\d.]+)s$")
 
 def generate(out: Path, events: int, days: int, seed: int = 11) -> None:
     """``events`` synthetic events over ``days`` days (users = events / 50, items = events / 100)."""
-    per_day = max(1, events // days)
-    subprocess.run([*CLI, "generate", "--out", str(out), "--start", START, "--days", str(days),
-                    "--events-per-day", str(per_day), "--users", str(max(100, events // 50)),
-                    "--items-per-domain", str(max(100, events // 100)), "--seed", str(seed)],
-                   check=True, stdout=subprocess.DEVNULL)
+    from datetime import date
+
+    from etl import write_logs  # bench/etl.py (the script's folder is on the path)
+    from pipelines.core.config import SyntheticConfig
+
+    write_logs(out, SyntheticConfig(seed=seed, start_date=date.fromisoformat(START), days=days,
+                                    events_per_day=max(1, events // days), users=max(100, events // 50),
+                                    items_per_domain=max(100, events // 100)), quiet=True)
 
 
 def spread(src: Path, out: Path, days: int) -> int:

@@ -14,15 +14,13 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
 
 
-from etl import synthetic_for  # bench/etl.py (the script's folder is on the path)
+from etl import synthetic_for, write_logs  # bench/etl.py (the script's folder is on the path)
 
 from pipelines.nightly import etl as etl_stages
 from pipelines.etl import ingest
@@ -39,12 +37,8 @@ def main() -> None:
     ap.add_argument("--record", metavar="NAME", help="write the raw results to bench/results/NAME.json")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="seqrep-gates-"))
-    syn = synthetic_for(args.events, days=1)
     logs = work / "logs"
-    subprocess.run([sys.executable, "-m", "pipelines.cli", "generate", "--out", str(logs), "--start",
-                    syn.start_date.isoformat(), "--days", "1", "--events-per-day", str(syn.events_per_day),
-                    "--users", str(syn.users), "--items-per-domain", str(syn.items_per_domain), "--seed", str(syn.seed)],
-                   check=True)
+    write_logs(logs, synthetic_for(args.events, days=1))
     cfg = Config(warehouse=work / "wh")
     spark = get_spark(cfg.spark)
     try:
