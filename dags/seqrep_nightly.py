@@ -1,7 +1,9 @@
 """seqrep nightly: one UTC day of behavior logs into published user and item embeddings.
 
-ETL, each task a Spark job submitted through the Spark provider (master from the Airflow
-connection ``seqrep_spark``: ``local[*]`` by default, a cluster by configuration)::
+ETL, each task a Spark job (``pipelines/nightly/etl_tasks.py``): submitted through the Spark
+provider (master from the Airflow connection ``seqrep_spark``: ``local[*]`` by default, a cluster by
+configuration), or, when ``SEQREP_SPARK_REMOTE`` names a Spark Connect server
+(``seqrep spark-server start``), a ``seqrep`` process that is its client (no JVM start per task)::
 
     ingest -> gate_raw -> clean -> gate_clean -> sessionize -> features -> gate_features
 
@@ -43,6 +45,7 @@ from airflow.sdk import DAG, Asset, Param, TaskGroup, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from pipelines.core.config import load_config  # light: pydantic and yaml
+from pipelines.nightly.etl_tasks import ETL_TASKS, EtlTask
 from pipelines.nightly.failures import REASON_ENV, record_failure
 
 # The Spark application: a thin entry into the seqrep CLI (found without importing the package).
@@ -56,6 +59,9 @@ RETRY = {"retries": RETRIES, "retry_delay": timedelta(minutes=1), "retry_exponen
 NO_RETRY = {"retries": 0}
 METHODS = list(load_config(os.environ.get("SEQREP_CONFIG") or None).nightly.methods)
 WAREHOUSE = os.environ.get("SEQREP_WAREHOUSE", "warehouse")
+# A Spark Connect server (`seqrep spark-server start`): the ETL tasks are its clients, with no
+# JVM of their own; without one each is a spark-submit on the `seqrep_spark` connection's master.
+REMOTE = os.environ.get("SEQREP_SPARK_REMOTE")
 # The first day a run may process: backfills of older logs need it earlier (catchup stays off).
 START = pendulum.parse(os.environ.get("SEQREP_START_DATE", "2020-01-01"), tz="UTC")
 
@@ -77,52 +83,41 @@ with DAG(
     default_args={"execution_timeout": timedelta(hours=6), "on_failure_callback": record_failure},
 ) as dag:
 
-    def spark_task(task_id: str, args: list[str], doc: str, depends_on_past: bool = False,
-                   gate: bool = False) -> SparkSubmitOperator:
+    def spark_task(t: EtlTask) -> SparkSubmitOperator | BashOperator:
+        """A Spark job: a Spark Connect client when the workers have a server, else a spark-submit."""
+        retry = NO_RETRY if t.gate else RETRY
+        if REMOTE:
+            return seqrep_task(t.task_id, " ".join(t.args), t.doc, gate=t.gate, depends_on_past=t.depends_on_past,
+                               env={"SPARK_REMOTE": REMOTE, "MALLOC_ARENA_MAX": "2"})
         return SparkSubmitOperator(
-            task_id=task_id,
-            doc_md=doc,
+            task_id=t.task_id,
+            doc_md=t.doc,
             conn_id="seqrep_spark",
             application=SPARK_APP,
-            application_args=[*args, *COMMON],
-            name=f"seqrep-{task_id}-{DAY}",
+            application_args=[*t.args, "--date", DAY, *COMMON],
+            name=f"seqrep-{t.task_id}-{DAY}",
             conf={"spark.driver.memory": "{{ params.driver_memory }}",
                   "spark.driver.extraJavaOptions": "-Duser.timezone=UTC -XX:MaxDirectMemorySize=1g"},
             # MALLOC_ARENA_MAX: see pipelines/etl/spark.py (bounds the JVM's resident memory).
             env_vars={"MALLOC_ARENA_MAX": "2", REASON_ENV: REASON},
-            depends_on_past=depends_on_past,
-            **(NO_RETRY if gate else RETRY),
+            depends_on_past=t.depends_on_past,
+            **retry,
         )
 
     def seqrep_task(task_id: str, command: str, doc: str, *, gate: bool = False, gpu: bool = False,
-                    **kwargs) -> BashOperator:
+                    env: dict[str, str] | None = None, **kwargs) -> BashOperator:
         """A ``seqrep`` process; paths reach it through the environment, never the command line."""
         return BashOperator(
             task_id=task_id, doc_md=doc,
             bash_command=f"{sys.executable} -m pipelines.cli {command} --date {DAY}",
             env={"SEQREP_WAREHOUSE": "{{ params.warehouse }}", "SEQREP_CONFIG": "{{ params.config }}",
-                 REASON_ENV: REASON},
+                 REASON_ENV: REASON, **(env or {})},
             append_env=True,
             pool="gpu" if gpu else "default_pool",
             **(NO_RETRY if gate else RETRY), **kwargs,
         )
 
-    etl = [
-        spark_task("ingest", ["ingest", "--date", DAY],
-                   "Read the day's log (`ingest.input` of the config, `{date}` filled in) into raw/events/dt=D."),
-        spark_task("gate_raw", ["validate", "--stage", "raw", "--date", DAY], "Quality gate on raw events.", gate=True),
-        spark_task("clean", ["etl", "--date", DAY, "--stages", "clean", "--no-gates"],
-                   "Split raw events into clean/events and quarantine/events (with a reason) for the day."),
-        spark_task("gate_clean", ["validate", "--stage", "clean", "--date", DAY],
-                   "Quality gate on clean events and the quarantine accounting.", gate=True),
-        spark_task("sessionize", ["etl", "--date", DAY, "--stages", "sessionize", "--no-gates"],
-                   "Gap-based sessions; continues sessions open at the previous midnight.", depends_on_past=True),
-        spark_task("features", ["etl", "--date", DAY, "--stages", "sequences,graphs", "--no-gates"],
-                   "Vocabularies, per-user sequences as of the day, splits, item-transition and user-item graphs.",
-                   depends_on_past=True),
-        spark_task("gate_features", ["validate", "--stage", "sessions,sequences,graphs", "--date", DAY],
-                   "Quality gate on sessions, sequences and graphs.", gate=True),
-    ]
+    etl = [spark_task(t) for t in ETL_TASKS]
     for upstream, downstream in zip(etl, etl[1:]):
         upstream >> downstream
 

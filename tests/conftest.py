@@ -71,6 +71,23 @@ def spark():
     session.stop()
 
 
+@pytest.fixture(scope="session")
+def spark_connect():
+    """The URL of a Spark Connect server (``seqrep spark-server``'s) on a free port, for tests
+    whose Spark tasks are its clients; stopped by its pid after the session."""
+    import socket
+
+    from pipelines.core.config import SparkConfig
+    from pipelines.etl import spark_server
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spark_server.start(SparkConfig(master="local[2]", shuffle_partitions=2, driver_memory="2g"), port)
+    yield spark_server.url(port)
+    spark_server.stop(port)
+
+
 @pytest.fixture
 def cfg(tmp_path):
     """A default config whose warehouse is a fresh tmp folder."""

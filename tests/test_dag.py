@@ -3,7 +3,8 @@
 
 The slice: the ml-100k ratings of 1997-11-12 .. 1997-11-15 (7,384 ratings by 103 users), written as
 one Parquet log per day, read by the ``parquet`` adapter as a user's own logs would be. One
-warehouse goes through the DAG (day 1 every task for real, Spark jobs through spark-submit; days 2
+warehouse goes through the DAG (day 1 every task for real, Spark jobs as clients of a Spark
+Connect server; the gate-failure test's through spark-submit; days 2
 and 3 with the ETL tasks marked done after the same ETL ran in this process, so the model tasks
 run as the DAG runs them), another through ``seqrep backfill``; their embedding tables must agree.
 """
@@ -243,17 +244,21 @@ def test_airflow_backfill_create_accepts_the_dag(airflow_home):
     assert all(d in text for d in ("2024-01-02", "2024-01-03", "2024-01-04")), text[-2000:]
 
 
-def test_nightly_runs_equal_backfill_and_a_regression_blocks_publishing(airflow_home, slice_logs, spark, tmp_path):
-    """Three nightly runs and a backfill of the same days give the same tables; a fourth night
-    trained badly is stopped by the regression gate; a backfill never reads a later day."""
+def test_nightly_runs_equal_backfill_and_a_regression_blocks_publishing(
+        airflow_home, slice_logs, spark, spark_connect, tmp_path, monkeypatch):
+    """Three nightly runs (the ETL tasks clients of a Spark Connect server) and a backfill of the
+    same days give the same tables; a fourth night trained badly is stopped by the regression
+    gate; a backfill never reads a later day."""
     from pipelines.cli import main
     from pipelines.serving.query import Query
 
     config = airflow_home / "seqrep.yaml"
     nightly_wh, backfill_wh = tmp_path / "nightly", tmp_path / "backfill"
+    monkeypatch.setenv("SEQREP_SPARK_REMOTE", spark_connect)
     dag = _dag()
+    assert {type(dag.get_task(t)).__name__ for t in ("ingest", "clean", "gate_features")} == {"BashOperator"}
 
-    # Day 1: every task for real (ETL through spark-submit, each model task its own process).
+    # Day 1: every task for real (each ETL task a Spark Connect client, each model task its own process).
     run = run_day(dag, DAYS[0], nightly_wh, config)
     states = _states(run)
     assert str(run.state).endswith("success") and states.pop("watcher") == "skipped", states

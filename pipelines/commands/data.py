@@ -1,4 +1,5 @@
-"""Data commands: ``ingest``, ``etl``, ``validate``, ``generate``, ``summary``, ``doctor``."""
+"""Data commands: ``ingest``, ``etl``, ``validate``, ``generate``, ``summary``, ``doctor``,
+``spark-server``."""
 
 from __future__ import annotations
 
@@ -57,6 +58,12 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     s.add_argument("--repair", action="store_true",
                    help="finish or roll back interrupted runs and remove leftovers of dead processes")
     s.set_defaults(func=doctor)
+
+    s = sub.add_parser("spark-server", parents=[common],
+                       help="start, stop or check a Spark Connect server that Spark commands use as clients")
+    s.add_argument("action", choices=["start", "stop", "status"])
+    s.add_argument("--port", type=int, default=15002)
+    s.set_defaults(func=spark_server)
 
 
 def _days(s: argparse.ArgumentParser, *, allow_all: bool) -> None:
@@ -176,3 +183,26 @@ def doctor(args: argparse.Namespace) -> None:
     if problems:
         raise WarehouseError(f"{len(problems)} problem(s) in {Path(cfg.warehouse).resolve()} (above)")
     print(f"{Path(cfg.warehouse).resolve()}: no problem found")
+
+
+def spark_server(args: argparse.Namespace) -> None:
+    """One driver JVM for every later Spark command: each finds it through ``SPARK_REMOTE``
+    (``spark.master``, ``spark.driver_memory`` and ``spark.conf`` of the config are the server's)."""
+    from pipelines.etl import spark_server as server
+
+    where = server.url(args.port)
+    if args.action == "start":
+        t0 = time.monotonic()
+        pid, started = server.start(config(args).spark, args.port)
+        print(f"{'started' if started else 'already running'}: Spark Connect server {where} (pid {pid}"
+              f"{f', {time.monotonic() - t0:.1f} s' if started else ''}; log {server.log_file(args.port)})")
+        print(f"make Spark commands its clients with: export SPARK_REMOTE={where}")
+    elif args.action == "stop":
+        print(f"stopped the Spark Connect server {where}" if server.stop(args.port)
+              else f"no Spark Connect server started by seqrep on port {args.port}")
+    else:
+        pid = server.running_pid(args.port)
+        if pid is None:
+            raise UsageError(f"no Spark Connect server started by seqrep on port {args.port}; "
+                             f"`seqrep spark-server start --port {args.port}`")
+        print(f"running: Spark Connect server {where} (pid {pid}; log {server.log_file(args.port)})")

@@ -31,6 +31,9 @@ class SparkConfig(_Section):
     driver_memory: str = "4g"
     #: Off-heap buffers of the driver JVM (shuffle, Parquet); bounded so memory stays predictable.
     max_direct_memory: str = "1g"
+    #: A Spark Connect server (``sc://host:15002``, ``seqrep spark-server start``): sessions are its
+    #: clients, with no JVM of their own. ``SPARK_REMOTE`` in the environment does the same.
+    remote: str | None = None
     #: Extra ``spark.*`` settings, passed through unchanged (cluster settings go here).
     conf: dict[str, str] = Field(default_factory=dict)
 

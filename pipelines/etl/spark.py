@@ -17,28 +17,24 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 
-def get_spark(cfg: SparkConfig) -> "SparkSession":
-    """A SparkSession configured from ``cfg``.
+#: A Spark Connect server's URL in the environment makes every session its client (pyspark's
+#: own variable; ``spark.remote`` of the config does the same).
+REMOTE_ENV = "SPARK_REMOTE"
 
-    Under ``spark-submit`` (Airflow's SparkSubmitOperator, a cluster) the master and memory
-    come from the submit command; otherwise from ``cfg``. Timestamps are UTC everywhere.
-    """
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # host name does not resolve to loopback
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    # glibc gives each JVM thread its own malloc arena; capping them, and the JVM's direct
-    # buffers (spark.max_direct_memory), keeps the driver's memory near heap + 1-2 GB.
-    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
-    from pyspark.sql import SparkSession
 
-    builder = SparkSession.builder.appName("seqrep")
-    driver: dict[str, str] = {}
-    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not launched by spark-submit: this process starts the JVM
-        from pipelines.etl.localfs import spark_settings
+def remote_url(cfg: SparkConfig) -> str | None:
+    """The Spark Connect server this process is a client of (None: it runs its own driver)."""
+    if "PYSPARK_GATEWAY_PORT" in os.environ:  # launched by spark-submit: the submit command decides
+        return None
+    return os.environ.get(REMOTE_ENV) or cfg.remote
 
-        builder = builder.master(cfg.master).config("spark.driver.memory", cfg.driver_memory)
-        driver = spark_settings(cfg.master)  # the local file system without a chmod per file
-    settings = {
+
+def spark_settings(cfg: SparkConfig, *, own_driver: bool = True) -> dict[str, str]:
+    """Every ``spark.*`` setting of a seqrep driver: a session's own, or a Connect server's;
+    ``own_driver=False`` (under spark-submit) leaves out the driver's class path."""
+    from pipelines.etl import localfs
+
+    return {
         "spark.sql.session.timeZone": "UTC",
         "spark.driver.extraJavaOptions": f"-Duser.timezone=UTC -XX:MaxDirectMemorySize={cfg.max_direct_memory}",
         "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
@@ -56,9 +52,41 @@ def get_spark(cfg: SparkConfig) -> "SparkSession":
         # Parquet written by pandas / pyarrow stores times in nanoseconds, a type Spark cannot read
         # as a timestamp: read them as epoch longs (the parquet adapter converts them).
         "spark.sql.legacy.parquet.nanosAsLong": "true",
-        **driver,
+        # The local file system without a chmod per file (a local master's own driver only).
+        **(localfs.spark_settings(cfg.master) if own_driver else {}),
         **cfg.conf,
     }
+
+
+def get_spark(cfg: SparkConfig) -> "SparkSession":
+    """A SparkSession configured from ``cfg``.
+
+    Under ``spark-submit`` (Airflow's SparkSubmitOperator, a cluster) the master and memory
+    come from the submit command; as a Spark Connect client (``remote_url``) from the server,
+    which ``seqrep spark-server start`` starts with these same settings, and the session sets
+    its own runtime ones (shuffle partitions...); otherwise from ``cfg``. Timestamps are UTC
+    everywhere.
+    """
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # host name does not resolve to loopback
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    # glibc gives each JVM thread its own malloc arena; capping them, and the JVM's direct
+    # buffers (spark.max_direct_memory), keeps the driver's memory near heap + 1-2 GB.
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+    from pyspark.sql import SparkSession
+
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ  # spark-submit chose the master and the driver
+    settings = spark_settings(cfg, own_driver=not submitted)
+    remote = remote_url(cfg)
+    if remote:
+        spark = SparkSession.builder.remote(remote).getOrCreate()
+        for key, value in settings.items():  # static ones are the server's, set when it started
+            if spark.conf.isModifiable(key) and spark.conf.get(key, None) != value:
+                spark.conf.set(key, value)
+        return spark
+    builder = SparkSession.builder.appName("seqrep")
+    if not submitted:  # this process starts the JVM
+        builder = builder.master(cfg.master).config("spark.driver.memory", cfg.driver_memory)
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -4,7 +4,8 @@ Everything stays under the current folder (the project's, for ``make demo``): lo
 in ``demo/``, the demo's resolved config in ``demo/seqrep.yaml``, Airflow's SQLite metadata
 database in ``.airflow/``. Each day runs as ``airflow dags test seqrep_nightly <day + 1>`` (a
 run processes the day before its logical time, like the scheduled run at the next midnight): the
-ETL (seven ``spark-submit`` tasks, gates included), then for each method of the demo profile
+ETL (seven Spark tasks, gates included, each a client of one Spark Connect server that the demo
+starts and stops: no JVM start per task), then for each method of the demo profile
 train -> evaluate -> regression gate -> infer -> embeddings gate -> publish, then the report.
 """
 
@@ -23,6 +24,7 @@ import yaml
 from pipelines.core.config import Config, load_config
 from pipelines.core.resources import CONFIGS_DIR, DAGS_DIR
 from pipelines.core.warehouse import Warehouse, daterange
+from pipelines.etl import spark_server
 
 #: The demo profile (``configs/demo.yaml``); its paths are replaced by ones under ``demo/``.
 DEMO_CONFIG = CONFIGS_DIR / "demo.yaml"
@@ -89,8 +91,17 @@ def run_demo(config_file: Path | None = None) -> None:
                    env=env, check=True, stdout=subprocess.DEVNULL)
     start = cfg.synthetic.start_date
     days = daterange(start, start + timedelta(days=cfg.synthetic.days - 1))
-    for day in days:
-        run_day(day, env)
+    t = time.perf_counter()
+    pid, started = spark_server.start(cfg.spark)
+    env["SEQREP_SPARK_REMOTE"] = spark_server.url(spark_server.DEFAULT_PORT)
+    print(f"[demo] Spark Connect server {env['SEQREP_SPARK_REMOTE']} (pid {pid}, "
+          f"{f'started in {time.perf_counter() - t:.0f}s' if started else 'already running'}): the ETL tasks are its clients")
+    try:
+        for day in days:
+            run_day(day, env)
+    finally:
+        if started:
+            spark_server.stop()
     print_summary(cfg, days)
     show_results(cfg, days[-1], cfg_file)
     print(f"[demo] finished in {time.perf_counter() - t0:.0f}s; warehouse: {warehouse}")
