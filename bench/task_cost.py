@@ -56,7 +56,8 @@ def run_mode(mode: str, days: list[date], work: Path, cfg: Path, env: dict[str, 
             out = subprocess.run(task_command(mode, t.args, day, wh, cfg), env=env, capture_output=True, text=True)
             seconds[t.task_id].append(time.perf_counter() - t0)
             if out.returncode != 0:
-                raise SystemExit(f"{mode} {t.task_id} {day} failed ({out.returncode}):\n{out.stderr[-3000:]}")
+                errors = [ln for ln in out.stderr.splitlines() if " INFO " not in ln]  # Spark's log is noise here
+                raise SystemExit(f"{mode} {t.task_id} {day} failed ({out.returncode}):\n" + "\n".join(errors[-40:]))
         print(f"[{mode} {day}] " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in seconds.items()), flush=True)
     return seconds
 
@@ -87,7 +88,9 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="seqrep-bench-tasks-"))
     days = [START + timedelta(days=i) for i in range(args.days)]
-    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "SEQREP_CONFIG", "SEQREP_WAREHOUSE")}
+    env = {**{k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "SEQREP_CONFIG", "SEQREP_WAREHOUSE")},
+           "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,  # as the DAG's workers have
+           "SPARK_LOCAL_IP": "127.0.0.1", "MALLOC_ARENA_MAX": "2"}
     try:
         subprocess.run([sys.executable, "-m", "pipelines.cli", "generate", "--out", str(work / "logs"),
                         "--start", str(START), "--days", str(args.days), "--events-per-day", str(args.events_per_day),
