@@ -71,8 +71,6 @@ def table(figures: dict) -> str:
     per_task = {m: statistics.median(v for vs in modes[m].values() for v in vs) for m in modes}
     lines.append(f"| median task | {per_task['spark-submit']:.2f} | {per_task['connect']:.2f} | "
                  f"{per_task['spark-submit'] / per_task['connect']:.1f}x |")
-    lines.append(f"\nServer start (once): {figures['server_start_s']:.1f} s; {figures['days']} days of "
-                 f"{figures['events_per_day']} events; medians over the days.")
     return "\n".join(lines)
 
 
@@ -110,7 +108,8 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     figures = {"days": args.days, "events_per_day": args.events_per_day, "server_start_s": started, "modes": modes}
     text = table(figures)
-    print(f"\n{text}")
+    print(f"\n{text}\n\nServer start (once): {started:.1f} s; {args.days} days of {args.events_per_day} events; "
+          f"medians over the days.")
     if args.record:
         from results import record  # bench/results.py (the script's folder is on the path)
 

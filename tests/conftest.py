@@ -86,6 +86,7 @@ def spark_connect():
     spark_server.start(SparkConfig(master="local[2]", shuffle_partitions=2, driver_memory="2g"), port)
     yield spark_server.url(port)
     spark_server.stop(port)
+    spark_server.log_file(port).unlink(missing_ok=True)  # a random port's log: nobody would look for it
 
 
 @pytest.fixture

@@ -47,10 +47,17 @@ def digest(root: Path, day: date) -> dict[str, tuple]:
     return out
 
 
-def cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def cli(*args: str, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
     """``seqrep`` in a child process (so it can be killed by pid at a hook point)."""
     return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+                          env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def children(spark_connect) -> dict[str, str]:
+    """The environment of the ``seqrep`` children: clients of a Spark Connect server, as the DAG's
+    tasks are with one (a kill takes the client; its files are staged and renamed by the client)."""
+    return {**os.environ, "SPARK_REMOTE": spark_connect}
 
 
 @pytest.fixture(scope="module")
@@ -118,14 +125,14 @@ def consistent(root: Path) -> None:
 
 
 def test_a_kill_at_every_move_of_the_commit_is_finished_and_equals_the_uninterrupted_run(spark, base, reference,
-                                                                                         tmp_path):
+                                                                                         tmp_path, children):
     """``seqrep etl --date D2`` is killed (SIGKILL by pid, from a hook) right after writing its commit
     record, then the roll-forward of that commit is killed after each of its moves in turn; every
     time, the next reader (a query) finishes it, sees one run, and the tables equal the reference."""
     from pipelines.serving.query import Query
 
     start = copy(base, tmp_path / "start")
-    out = cli("etl", "--date", str(D2), "--config", str(start / "cfg.yaml"), env={"SEQREP_FAULT": "commit:0"})
+    out = cli("etl", "--date", str(D2), "--config", str(start / "cfg.yaml"), env={**children, "SEQREP_FAULT": "commit:0"})
     assert out.returncode == -9, out.stderr[-2000:]  # killed by its own pid, as planned
     record = next((start / "wh/_txn").glob("*/COMMIT.json"))
     entries = json.loads(record.read_text())["entries"]
@@ -153,10 +160,10 @@ def test_a_kill_at_every_move_of_the_commit_is_finished_and_equals_the_uninterru
 
 
 def test_a_kill_while_staging_leaves_the_old_state_and_the_rerun_equals_the_uninterrupted_run(base, reference, tmp_path,
-                                                                                             capsys):
+                                                                                             capsys, children):
     run = copy(base, tmp_path / "run")
     before = digest(run / "wh", D2)
-    out = cli("etl", "--date", str(D2), "--config", str(run / "cfg.yaml"), env={"SEQREP_FAULT": "stage:sequences"})
+    out = cli("etl", "--date", str(D2), "--config", str(run / "cfg.yaml"), env={**children, "SEQREP_FAULT": "stage:sequences"})
     assert out.returncode == -9
     assert digest(run / "wh", D2) == before  # clean and sessions were staged, not visible
     assert not Warehouse(run / "wh").has_partition("clean/events", D2)
@@ -171,7 +178,7 @@ def test_a_kill_while_staging_leaves_the_old_state_and_the_rerun_equals_the_unin
 
 # -- 7: one writer at a time -------------------------------------------------------------------------
 
-def test_two_etl_runs_of_one_day_one_is_refused_naming_the_other(base, reference, tmp_path):
+def test_two_etl_runs_of_one_day_one_is_refused_naming_the_other(base, reference, tmp_path, children):
     """Run A is paused (a watched file) while it holds the lock, mid-run; run B of the same day is
     refused at once (exit 5) with A's pid and command; A then finishes as if alone."""
     import time
@@ -179,14 +186,14 @@ def test_two_etl_runs_of_one_day_one_is_refused_naming_the_other(base, reference
     run = copy(base, tmp_path / "run")
     release = tmp_path / "release"
     a = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "etl", "--date", str(D2), "--config",
-                          str(run / "cfg.yaml")], env={**os.environ, "SEQREP_PAUSE": f"stage:sessions={release}"},
+                          str(run / "cfg.yaml")], env={**children, "SEQREP_PAUSE": f"stage:sessions={release}"},
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
         while not Path(f"{release}.reached").exists():  # A has staged clean and holds the lock
             assert a.poll() is None and time.monotonic() < deadline, a.stderr.read() if a.poll() is not None else "timeout"
             time.sleep(0.2)
-        b = cli("etl", "--date", str(D2), "--config", str(run / "cfg.yaml"))
+        b = cli("etl", "--date", str(D2), "--config", str(run / "cfg.yaml"), env=children)
         assert b.returncode == 5, b.stderr[-2000:]
         assert f"being written by another run (etl): pid {a.pid}" in b.stderr and "etl --date 2024-03-02" in b.stderr
         assert not Warehouse(run / "wh").has_partition("clean/events", D2)  # A's writes are not visible yet
