@@ -85,7 +85,6 @@ with DAG(
 
     def spark_task(t: EtlTask) -> SparkSubmitOperator | BashOperator:
         """A Spark job: a Spark Connect client when the workers have a server, else a spark-submit."""
-        retry = NO_RETRY if t.gate else RETRY
         if REMOTE:
             return seqrep_task(t.task_id, " ".join(t.args), t.doc, gate=t.gate, depends_on_past=t.depends_on_past,
                                env={"SPARK_REMOTE": REMOTE, "MALLOC_ARENA_MAX": "2"})
@@ -101,7 +100,7 @@ with DAG(
             # MALLOC_ARENA_MAX: see pipelines/etl/spark.py (bounds the JVM's resident memory).
             env_vars={"MALLOC_ARENA_MAX": "2", REASON_ENV: REASON},
             depends_on_past=t.depends_on_past,
-            **retry,
+            **(NO_RETRY if t.gate else RETRY),
         )
 
     def seqrep_task(task_id: str, command: str, doc: str, *, gate: bool = False, gpu: bool = False,

@@ -25,6 +25,7 @@ from pathlib import Path
 from pipelines.core.config import SparkConfig
 from pipelines.core.errors import UsageError
 from pipelines.etl.localfs import cache_dir
+from pipelines.etl.spark import REMOTE_ENV, spark_settings
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 DEFAULT_PORT = 15002
@@ -62,8 +63,6 @@ def command(cfg: SparkConfig, port: int) -> list[str]:
     """The ``spark-submit`` command line of the server."""
     import pyspark
 
-    from pipelines.etl.spark import spark_settings
-
     submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
     settings = {**spark_settings(cfg), "spark.connect.grpc.binding.port": str(port)}
     conf = [a for k, v in settings.items() for a in ("--conf", f"{k}={v}")]
@@ -85,7 +84,7 @@ def start(cfg: SparkConfig, port: int = DEFAULT_PORT, timeout: float = 180.0) ->
     env = {**os.environ, "SPARK_HOME": str(Path(pyspark.__file__).parent), "MALLOC_ARENA_MAX": "2",
            "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
            "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    env.pop("SPARK_REMOTE", None)
+    env.pop(REMOTE_ENV, None)  # the server is no client
     log_file(port).parent.mkdir(parents=True, exist_ok=True)
     with open(log_file(port), "w") as log:
         # A session of its own: the server outlives the command that started it, and a Ctrl-C
