@@ -130,6 +130,11 @@ def write_daily(
 
     staged = wh.staging_dir()
     try:
+        if days and len(days) >= int(df.sparkSession.conf.get("spark.sql.shuffle.partitions")):
+            # Each task writes a file for every day it holds rows of: over a long range, that is
+            # tasks x days small files, which every later read opens one by one. When the days
+            # outnumber the tasks anyway, one task per day (one file per day) loses no parallelism.
+            df = df.repartition("dt")
         df.write.partitionBy("dt").parquet(str(staged))
         written = {date.fromisoformat(p.name[3:]) for p in staged.glob("dt=*")}
         days = sorted(written) if days is None else days
