@@ -165,3 +165,19 @@ def test_new_item_drift_is_a_recount_warns_by_default_and_fails_when_configured(
     loose = run_gate(spark, tb.with_overrides(gates={"max_new_item_rate": round(rate, 6) + 1e-6}), "sequences", [DAY])
     assert not any("new_item_rate" in w.line() for w in loose.warnings), loose.summary()
     _fails(spark, strict.with_overrides(gates={"drift": "fail"}), "sequences", "sequences drift", "new_item_rate")
+
+
+def test_a_gate_of_pandas_frames_starts_no_spark():
+    """The embeddings gate validates pandas frames: its process (a DAG task) must not pay for a JVM
+    that GX's Spark data source would start; a failed expectation is still reported."""
+    import subprocess
+    import sys
+
+    code = ("import pandas as pd, pyspark; from great_expectations import expectations as gxe; "
+            "from pipelines.gates.check import Frame, validate; "
+            "out = validate([Frame('numbers', pd.DataFrame({'x': [1, None]}), "
+            "[(gxe.ExpectColumnValuesToNotBeNull(column='x'), 'critical')])]); "
+            "print(out[0].success, out[0].unexpected, pyspark.SparkContext._active_spark_context is None)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-3:] == ["False", "1", "True"], out.stdout[-500:]

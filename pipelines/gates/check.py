@@ -67,8 +67,8 @@ class Outcome:
 
 @cache
 def _gx():
-    """One ephemeral GX context per process: a Spark data source for the tables (validated where
-    they are, never collected) and a pandas one for the few-row frames of per-day numbers."""
+    """One ephemeral GX context per process, with a pandas data source for the few-row frames of
+    per-day numbers and the pandas tables of the embeddings gate."""
     import logging
 
     import great_expectations as gx
@@ -76,10 +76,18 @@ def _gx():
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
-    spark = context.data_sources.add_spark(name="seqrep", persist=False).add_dataframe_asset(name="frame")
     pandas = context.data_sources.add_pandas(name="seqrep-numbers").add_dataframe_asset(name="numbers")
-    return gx, context, {"spark": spark.add_batch_definition_whole_dataframe("whole"),
-                         "pandas": pandas.add_batch_definition_whole_dataframe("whole")}
+    return gx, context, pandas.add_batch_definition_whole_dataframe("whole")
+
+
+@cache
+def _spark_batches():
+    """The Spark data source of the context, for the tables (validated where they are, never
+    collected); added on the first Spark frame only, since adding it gets (or starts) a Spark
+    session: a gate of pandas frames alone starts no JVM."""
+    _, context, _ = _gx()
+    spark = context.data_sources.add_spark(name="seqrep", persist=False).add_dataframe_asset(name="frame")
+    return spark.add_batch_definition_whole_dataframe("whole")
 
 
 def validate(frames: list[Frame]) -> list[Outcome]:
@@ -90,13 +98,13 @@ def validate(frames: list[Frame]) -> list[Outcome]:
     """
     import pandas as pd
 
-    gx, context, batch_definitions = _gx()
+    gx, _, pandas_batches = _gx()
     outcomes: list[Outcome] = []
     for frame in frames:
         for i, (exp, severity) in enumerate(frame.expectations):
             exp.meta = {**(exp.meta or {}), "seqrep_severity": severity, "seqrep_id": i}
-        kind = "pandas" if isinstance(frame.df, pd.DataFrame) else "spark"
-        batch = batch_definitions[kind].get_batch(batch_parameters={"dataframe": frame.df})
+        batches = pandas_batches if isinstance(frame.df, pd.DataFrame) else _spark_batches()
+        batch = batches.get_batch(batch_parameters={"dataframe": frame.df})
         suite = gx.ExpectationSuite(name=f"seqrep-{frame.name}", expectations=[e for e, _ in frame.expectations])
         results = batch.validate(suite, result_format="BOOLEAN_ONLY").results
         passed = {r.expectation_config.meta["seqrep_id"] for r in results if r.success}
