@@ -57,7 +57,9 @@ def cli(*args: str, env: dict[str, str], timeout: int = 600) -> subprocess.Compl
 def children(spark_connect) -> dict[str, str]:
     """The environment of the ``seqrep`` children: clients of a Spark Connect server, as the DAG's
     tasks are with one (a kill takes the client; its files are staged and renamed by the client)."""
-    return {**os.environ, "SPARK_REMOTE": spark_connect}
+    from pipelines.etl.spark import REMOTE_ENV
+
+    return {**os.environ, REMOTE_ENV: spark_connect}
 
 
 @pytest.fixture(scope="module")
