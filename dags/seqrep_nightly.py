@@ -8,7 +8,8 @@ configuration), or, when ``SEQREP_SPARK_REMOTE`` names a Spark Connect server
     ingest -> gate_raw -> clean -> gate_clean -> sessionize -> features -> gate_features
 
 ``features`` writes sequences and graphs; ``gate_features`` validates sessions, sequences and
-graphs (Great Expectations, results in ``_gates/``). Then one task group per method of the
+graphs (Great Expectations, results in ``_gates/``). With ``cross_domain.pairs`` in the config,
+``gate_features -> cross_domain -> gate_cross_domain`` assembles the cross-domain pairs beside the methods. Then one task group per method of the
 config's ``nightly.methods``, each task its own ``seqrep`` process (``pipelines/nightly/steps.py``), the
 torch ones in the ``gpu`` pool (CUDA when the worker has it, CPU otherwise)::
 
@@ -45,7 +46,7 @@ from airflow.sdk import DAG, Asset, Param, TaskGroup, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from pipelines.core.config import load_config  # light: pydantic and yaml
-from pipelines.nightly.etl_tasks import ETL_TASKS, EtlTask
+from pipelines.nightly.etl_tasks import CROSS_DOMAIN_TASKS, ETL_TASKS, EtlTask
 from pipelines.nightly.failures import REASON_ENV, record_failure
 
 # The Spark application: a thin entry into the seqrep CLI (found without importing the package).
@@ -57,7 +58,8 @@ RETRIES = int(os.environ.get("SEQREP_RETRIES", "2"))
 RETRY = {"retries": RETRIES, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True,
          "max_retry_delay": timedelta(minutes=30)}
 NO_RETRY = {"retries": 0}
-METHODS = list(load_config(os.environ.get("SEQREP_CONFIG") or None).nightly.methods)
+CONFIG = load_config(os.environ.get("SEQREP_CONFIG") or None)
+METHODS = list(CONFIG.nightly.methods)
 WAREHOUSE = os.environ.get("SEQREP_WAREHOUSE", "warehouse")
 # A Spark Connect server (`seqrep spark-server start`): the ETL tasks are its clients, with no
 # JVM of their own; without one each is a spark-submit on the `seqrep_spark` connection's master.
@@ -122,6 +124,9 @@ with DAG(
 
     report = seqrep_task("report", "report", "The day's run report (HTML and PNGs) under reports/dt=D.",
                          trigger_rule="all_done")
+    if CONFIG.cross_domain.pairs:
+        cross = [spark_task(t) for t in CROSS_DOMAIN_TASKS]
+        etl[-1] >> cross[0] >> cross[1] >> report
     for method in METHODS:
         with TaskGroup(group_id=method, tooltip=f"{method}: train, evaluate, gate, infer, publish"):
             outlets = [Asset(name=f"seqrep.embeddings.{kind}.{method}", group="seqrep",

@@ -174,6 +174,23 @@ def test_dag_files_import_cleanly_and_stay_light(airflow_home):
     assert out in ([], [""]), f"heavy modules imported by the DAG file: {out}"
 
 
+def test_cross_domain_pairs_add_their_tasks_beside_the_methods(airflow_home, tmp_path):
+    """A config with ``cross_domain.pairs``: the pairs' stage and gate after ``gate_features``,
+    parallel to the methods, before the report; without pairs (the test above) neither."""
+    config = tmp_path / "cross.yaml"
+    config.write_text(Path(os.environ["SEQREP_CONFIG"]).read_text()
+                      + "\ncross_domain:\n  pairs: [{name: a_to_b, source: a, target: b}]\n")
+    code = ("import json, sys; from airflow.dag_processing.dagbag import DagBag; "
+            "dag = DagBag(dag_folder=sys.argv[1]).get_dag('seqrep_nightly'); "
+            "print(json.dumps({t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks}))")
+    out = subprocess.run([sys.executable, "-c", code, str(DAGS)], env={**os.environ, "SEQREP_CONFIG": str(config)},
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    up = json.loads(out.stdout.strip().splitlines()[-1])
+    assert up["cross_domain"] == ["gate_features"] and up["gate_cross_domain"] == ["cross_domain"]
+    assert up["sasrec.train"] == ["gate_features"] and "gate_cross_domain" in up["report"]
+
+
 def test_with_default_retries_work_tasks_back_off_and_gates_and_the_watcher_never_retry(airflow_home):
     """The DAG as a deployment parses it (no ``SEQREP_RETRIES``, which the other tests here set to 0):
     a Spark or torch task that fails retries twice with exponential backoff from 1 minute; a gate's

@@ -180,3 +180,33 @@ def test_amazon_pair_shares_users_and_keeps_file_order(spark, amazon):
         held[f"u{u}"] = i
     last = (ev.where("domain = 'cloth'").groupBy("user_id").agg(F.max_by("item_id", "ts").alias("i")).collect())
     assert {r.user_id: r.i for r in last} == held
+
+
+def _distinct_items(folder) -> int:
+    items = set()
+    for name in ("train.txt", "test_original.txt"):
+        items |= {line.split("\t")[1] for line in (folder / name).read_text().splitlines()}
+    return len(items)
+
+
+def test_amazon_cross_domain_overlap_equals_the_source_counts(spark, amazon, data_dir):
+    """SOURCE.md of amazon-crossdomain: 9,928 users in each domain, all shared; train rows 87,829
+    (cloth) and 92,612 (sport), one test_original row per user; the ETL's gate recounted them."""
+    root = data_dir("amazon-crossdomain")
+    items = {"cloth": _distinct_items(root / "cloth_sport"), "sport": _distinct_items(root / "sport_cloth")}
+    assert 39_008 <= items["cloth"] <= 41_303 and 30_796 <= items["sport"] <= 32_310, "SOURCE.md: train items, max idx + 1"
+    events = 87_829 + 9_928 + 92_612 + 9_928
+    for name, src, tgt in (("cloth_to_sport", "cloth", "sport"), ("sport_to_cloth", "sport", "cloth")):
+        m = amazon.read_manifest("cross_domain", f"pair={name}/dt=2014-01-01")
+        ov = m["overlap"]
+        assert ov["users"] == {src: 9_928, tgt: 9_928} and ov["overlapping_users"] == 9_928
+        assert ov["target_users_with_source_history"] == 1.0
+        assert ov["users_by_role"] == {"both": 9_928, "source_only": 0, "target_only": 0}
+        assert ov["interactions_by_role"] == {"both": events, "source_only": 0, "target_only": 0}
+        assert ov["items"] == {src: items[src], tgt: items[tgt]}
+        assert 0.18 < ov["cold_users"] / 9_928 < 0.22, "cold_share 0.2 of the overlapping users"
+        assert amazon.read_gate_result("cross_domain", date(2014, 1, 1))["passed"]
+        splits = spark.read.parquet(str(amazon.partition(f"cross_domain/splits/pair={name}", date(2014, 1, 1))))
+        by_group = {(r.group, r.split): r["count"] for r in splits.groupBy("group", "split").count().collect()}
+        assert by_group[("cold", "valid")] + by_group[("cold", "test")] == ov["cold_users"]
+        assert by_group[("warm", "test")] == by_group[("warm", "valid")] == 9_928 - ov["cold_users"]

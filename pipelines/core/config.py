@@ -138,6 +138,49 @@ class SyntheticConfig(_Section):
     bad_row_rate: float = Field(0.002, ge=0.0, le=0.5)
 
 
+class CrossDomainPair(_Section):
+    """One cross-domain pair: behaviour in ``source`` gives users a representation in ``target``
+    (both are values of the events' ``domain`` column)."""
+
+    #: Names the pair's tables (``cross_domain/<table>/pair=NAME``): lower-case letters, digits, ``_``.
+    name: str = Field(pattern=r"^[a-z0-9_]{1,64}$")
+    source: str = Field(min_length=1)
+    target: str = Field(min_length=1)
+    #: How users are aligned. None: the same ``user_id`` in both domains is the same person.
+    #: Else a Parquet file (or folder) of (source id, target id) rows, one-to-one: a source user
+    #: is the target user it maps to; users absent from it are unaligned.
+    mapping: str | None = None
+    #: The mapping's columns: (source user id, target user id).
+    mapping_columns: tuple[str, str] = ("source_user_id", "target_user_id")
+
+    @model_validator(mode="after")
+    def _two_domains(self) -> "CrossDomainPair":
+        if self.source == self.target:
+            raise ValueError(f"pair {self.name}: source and target are both {self.source!r}")
+        return self
+
+
+class CrossDomainConfig(_Section):
+    """Cross-domain datasets (``pipelines/etl/cross_domain.py``), one set of tables per pair."""
+
+    pairs: tuple[CrossDomainPair, ...] = ()
+    #: Share of overlapping users (both domains) held out as cold-start-in-target users: their
+    #: target events are in no training table of the pair, only in its validation and test targets.
+    cold_share: float = Field(0.2, ge=0.0, le=1.0)
+    #: Seed of the hash that picks the cold users (and splits them into validation and test).
+    seed: int = 0
+
+    @field_validator("pairs")
+    @classmethod
+    def _unique_names(cls, pairs: tuple[CrossDomainPair, ...]) -> tuple[CrossDomainPair, ...]:
+        names = [p.name for p in pairs]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"pair names must be unique; repeated: {dup}")
+        return pairs
+
+
+
 class EmbeddingsConfig(_Section):
     """Batch inference and the nearest-neighbour index (``seqrep infer``)."""
 
@@ -203,6 +246,7 @@ class Config(_Section):
     graphs: GraphsConfig = GraphsConfig()
     gates: GatesConfig = GatesConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
+    cross_domain: CrossDomainConfig = CrossDomainConfig()
     embeddings: EmbeddingsConfig = EmbeddingsConfig()
     query: QueryConfig = QueryConfig()
     nightly: NightlyConfig = NightlyConfig()
@@ -253,6 +297,10 @@ def load_config(path: str | Path | None = None, *, warehouse: str | Path | None 
             for key in ("input", "items"):
                 if isinstance(ingest.get(key), str):
                     ingest[key] = _relative_to(p, ingest[key])
+        cross = data.get("cross_domain")
+        for pair in (cross.get("pairs") or []) if isinstance(cross, dict) else []:
+            if isinstance(pair, dict) and isinstance(pair.get("mapping"), str):
+                pair["mapping"] = _relative_to(p, pair["mapping"])
     if os.environ.get("SEQREP_WAREHOUSE"):
         data["warehouse"] = os.environ["SEQREP_WAREHOUSE"]
     if os.environ.get("SEQREP_SPARK_MASTER"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pyspark.sql.types import (
     ArrayType,
+    BooleanType,
     DateType,
     DoubleType,
     IntegerType,
@@ -112,5 +113,39 @@ USER_ITEM = _schema(
     ("weight", DoubleType(), False),
     ("first_ts", TimestampType(), False),
     ("last_ts", TimestampType(), False),
+    ("dt", DateType(), False),
+)
+
+# Cross-domain tables of one pair (``pipelines/etl/cross_domain.py``), ``cross_domain/<table>/pair=P/dt=D``.
+CROSS_DOMAIN_USER = _schema(
+    ("user_id", StringType(), False),
+    ("source_user_id", StringType(), True),
+    ("target_user_id", StringType(), True),
+    ("aligned", BooleanType(), False),
+    ("role", StringType(), False),
+    ("cold", BooleanType(), False),
+    ("source_events", LongType(), False),
+    ("target_events", LongType(), False),
+    ("dt", DateType(), False),
+)
+CROSS_DOMAIN_SEQUENCE = _schema(
+    ("user_id", StringType(), False),
+    ("source_user_idx", IntegerType(), True),
+    ("target_user_idx", IntegerType(), True),
+    ("role", StringType(), False),
+    ("cold", BooleanType(), False),
+    ("item_idx", ArrayType(IntegerType(), False), False),
+    ("domain", ArrayType(StringType(), False), False),
+    ("event_type", ArrayType(StringType(), False), False),
+    ("ts", ArrayType(TimestampType(), False), False),
+    ("length", IntegerType(), False),
+    ("dt", DateType(), False),
+)
+CROSS_DOMAIN_SPLIT = _schema(
+    ("user_id", StringType(), False),
+    ("group", StringType(), False),
+    ("split", StringType(), False),
+    ("history_len", IntegerType(), False),
+    ("target_idx", ArrayType(IntegerType(), False), False),
     ("dt", DateType(), False),
 )

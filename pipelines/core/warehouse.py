@@ -16,6 +16,7 @@ folder staged by Spark), so readers see an old version or a new one, never a mix
     sequences/dt=D                  per-user history as of D (bounded), one row per user
     splits/dt=D                     leave-one-out and temporal evaluation targets as of D
     graphs/<table>/dt=D             edge lists and node tables of the day
+    cross_domain/<table>/pair=P/dt=D   a cross-domain pair's users (roles), mixed sequences, splits
     models/<method>/<version>/      trained weights (safetensors), config.json, epochs.jsonl
     metrics/method=M/dt=D/<v>.parquet   full-ranking metrics of a model version
     embeddings/users|items/model=M/dt=D/version=V   embedding tables of a model version
@@ -69,6 +70,9 @@ ITEM_TRANSITIONS = "graphs/item_transitions"
 USER_ITEM = "graphs/user_item"
 ITEM_NODES = "graphs/item_nodes"
 USER_NODES = "graphs/user_nodes"
+CROSS_DOMAIN_USERS = "cross_domain/users"
+CROSS_DOMAIN_SEQUENCES = "cross_domain/sequences"
+CROSS_DOMAIN_SPLITS = "cross_domain/splits"
 MODELS = "models"
 METRICS = "metrics"
 USER_EMBEDDINGS = "embeddings/users"
@@ -79,6 +83,11 @@ MANIFESTS = "_manifests"
 GATES = "_gates"
 RUNS = "_runs"
 STAGING = "_staging"
+
+
+def pair_table(table: str, pair: str) -> str:
+    """A cross-domain table of one pair: ``cross_domain/<table>/pair=P`` (its days below it)."""
+    return f"{table}/pair={pair}"
 
 
 def daterange(start: date, end: date) -> list[date]:
@@ -263,11 +272,12 @@ class Warehouse:
     def write_stage_manifest(
         self, stage: str, d: date, *, rows_in: int, rows_out: int, outputs: dict[str, Any],
         inputs: Iterable[str | Path], config: Any = None, rows_quarantined: int = 0,
-        by_reason: dict[str, int] | None = None, **extra: Any,
+        by_reason: dict[str, int] | None = None, partition: str = "", **extra: Any,
     ) -> Path:
-        """The manifest of one stage for one day: row accounting, output checksums, input identity."""
+        """The manifest of one stage for one day (under ``partition``, e.g. ``pair=P``, when given):
+        row accounting, output checksums, input identity."""
         files = [f for p in inputs for f in iter_files(Path(p), (".parquet",))]
-        return self.write_manifest(stage, f"dt={d.isoformat()}", {
+        return self.write_manifest(stage, f"{partition}/dt={d.isoformat()}" if partition else f"dt={d.isoformat()}", {
             "stage": stage, "dt": d.isoformat(), "rows_in": rows_in, "rows_out": rows_out,
             "rows_quarantined": rows_quarantined, "quarantine_by_reason": by_reason or {},
             "outputs": outputs, "input_files": file_fingerprints(files),

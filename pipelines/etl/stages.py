@@ -12,7 +12,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Callable
 
 from pipelines.core.config import Config
-from pipelines.etl import clean, graphs, sequences, sessionize
+from pipelines.etl import clean, cross_domain, graphs, sequences, sessionize
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -25,4 +25,10 @@ STAGES: dict[str, Stage] = {
     "sessionize": sessionize.run,
     "sequences": sequences.run,
     "graphs": graphs.run,
+    "cross_domain": cross_domain.run,  # only with ``cross_domain.pairs`` set (``configured``)
 }
+
+
+def configured(cfg: Config) -> list[str]:
+    """The stages ``cfg`` has work for, in order: every stage, ``cross_domain`` only with pairs."""
+    return [s for s in STAGES if s != "cross_domain" or cfg.cross_domain.pairs]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable
 from pipelines.core.config import Config
 from pipelines.core.errors import UsageError
 from pipelines.core.warehouse import Warehouse
-from pipelines.gates import clean, embeddings, graphs, raw, sequences, sessions
+from pipelines.gates import clean, cross_domain, embeddings, graphs, raw, sequences, sessions
 from pipelines.gates.check import Frame, GateReport, record_gate, run_frames
 
 if TYPE_CHECKING:
@@ -21,9 +21,11 @@ GATES: dict[str, Callable[["SparkSession", Config, list[date], Warehouse], list[
     "sessions": sessions.frames,
     "sequences": sequences.frames,
     "graphs": graphs.frames,
+    "cross_domain": cross_domain.frames,
 }
 #: The gate that follows each ETL stage.
-AFTER_STAGE = {"clean": "clean", "sessionize": "sessions", "sequences": "sequences", "graphs": "graphs"}
+AFTER_STAGE = {"clean": "clean", "sessionize": "sessions", "sequences": "sequences", "graphs": "graphs",
+               "cross_domain": "cross_domain"}
 
 
 def run_gate(spark: "SparkSession", cfg: Config, gate: str, days: list[date], *, wh: Warehouse | None = None,

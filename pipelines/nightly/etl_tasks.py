@@ -31,3 +31,12 @@ ETL_TASKS = [
     EtlTask("gate_features", ["validate", "--stage", "sessions,sequences,graphs"],
             "Quality gate on sessions, sequences and graphs.", gate=True),
 ]
+#: With ``cross_domain.pairs`` in the config: after ``gate_features``, beside the methods.
+CROSS_DOMAIN_TASKS = [
+    EtlTask("cross_domain", ["etl", "--stages", "cross_domain", "--no-gates"],
+            "Each cross-domain pair's users and roles, mixed sequences and warm and cold-start splits.",
+            depends_on_past=True),
+    EtlTask("gate_cross_domain", ["validate", "--stage", "cross_domain"],
+            "Quality gate on the cross-domain tables and a recount of their overlap figures.", gate=True),
+]
+
