@@ -68,6 +68,8 @@ class SequenceData:
     side: SideData | None = None
     #: Behavior code of each event in ``items`` (``models.multitask``), loaded on first use.
     event_codes: np.ndarray | None = None
+    #: The items a ranking may return (a cross-domain pair's target items); None: every item.
+    candidates: np.ndarray | None = None
 
     @property
     def user_vocab(self) -> int:
@@ -93,7 +95,7 @@ class SequenceData:
         codes = None if self.event_codes is None else self.event_codes[
             ragged_positions(self.offsets[rows], self.offsets[rows + 1])]
         return SequenceData(self.day, self.protocol, self.n_items, self.users[rows], offsets, items,
-                            self.train_len[rows], splits, self.side, codes)
+                            self.train_len[rows], splits, self.side, codes, self.candidates)
 
     def item_counts(self) -> np.ndarray:
         """Training events per item (index 0 unused): the popularity of the training data."""

@@ -1,7 +1,8 @@
 """Full-ranking evaluation of a method on a split (the metrics table is ``pipelines/modeling/metrics.py``).
 
 Each evaluated user reads the last ``max_len`` events of their history (the split's
-``history_len``), every item is scored, the user's seen items are masked (``mask_seen``), and
+``history_len``), every item is scored (every candidate item, when the data names candidates: a
+cross-domain pair ranks its target's items only), the user's seen items are masked (``mask_seen``), and
 ``models.metrics`` turns the target ranks into HR, NDCG and MRR at 10 and 20. Per-user values are
 kept so methods and seeds can be compared paired on users.
 """
@@ -42,6 +43,10 @@ def evaluate(model: SequenceModel, data: SequenceData, split: str, *, mask_seen:
     # Bound the score matrix to about 64M floats whatever the catalogue size.
     step = max(1, min(batch_size, (1 << 26) // (data.n_items + 1)))
     per_user: dict[tuple[str, int], list[np.ndarray]] = {}
+    outside = None
+    if data.candidates is not None:
+        outside = torch.ones(data.n_items + 1, dtype=torch.bool, device=device)
+        outside[torch.as_tensor(data.candidates, device=device)] = False
     for lo in range(0, len(sp), step):
         rows, hist = sp.rows[lo:lo + step], sp.history_len[lo:lo + step]
         history, lengths = model.histories(data, rows, hist)
@@ -49,6 +54,8 @@ def evaluate(model: SequenceModel, data: SequenceData, split: str, *, mask_seen:
         lengths_t = torch.as_tensor(lengths, device=device)
         users_t = torch.as_tensor(data.users[rows], device=device)
         scores = model.full_scores(history_t, lengths_t, users_t).float()
+        if outside is not None:
+            scores[:, outside] = float("-inf")
         if mask_seen:
             starts = data.offsets[rows]
             pos = ragged_positions(starts, starts + hist)

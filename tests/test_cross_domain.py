@@ -120,6 +120,27 @@ def test_mixed_sequences_splits_and_what_a_cold_user_hides(spark, built):
     assert cold[0].split in ("valid", "test")
 
 
+def test_a_pair_loads_as_target_only_or_mixed_data_ranking_target_items(spark, built):
+    from pipelines.modeling.data import load_pair
+
+    _, wh = built
+    idx = {r.item_id: r.item_idx for r in spark.read.parquet(str(wh.table("vocab/items"))).collect()}
+    users = {r.user_id: r.user_idx for r in spark.read.parquet(str(wh.table("vocab/users"))).collect()}
+    for view, a_items, hist in (("target", ["b1", "b2", "b3"], {"valid": 1, "test": 2, "cold": 0}),
+                                ("mixed", ["a1", "b1", "b2", "a2", "b3"], {"valid": 2, "test": 4, "cold": 1})):
+        data = load_pair(wh.root, D3, "ab", "B", view)
+        row = {int(u): i for i, u in enumerate(data.users)}
+        a, k = row[users["a"]], row[users[COLD]]
+        assert data.items[data.offsets[a]:data.offsets[a + 1]].tolist() == [idx[i] for i in a_items]
+        assert sorted(data.candidates.tolist()) == sorted(idx[i] for i in ("b1", "b2", "b3"))
+        assert data.splits["valid"].rows.tolist() == [a] and data.splits["valid"].history_len.tolist() == [hist["valid"]]
+        assert data.splits["test"].history_len.tolist() == [hist["test"]] and data.train_len[a] == hist["valid"]
+        cold = next(s for s in ("cold_valid", "cold_test") if s in data.splits)
+        assert data.splits[cold].rows.tolist() == [k] and data.splits[cold].history_len.tolist() == [hist["cold"]]
+        assert sorted(data.splits[cold].targets[0].tolist()) == sorted([idx["b1"], idx["b3"]])
+        assert data.train_len[k] == hist["cold"], "a cold user trains on its source events only"
+
+
 def test_the_cold_cut_is_strict(spark):
     from pyspark.sql import functions as F
 

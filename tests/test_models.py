@@ -183,3 +183,21 @@ def test_time_budget_stops_training_and_the_log_has_wall_clock(tmp_path):
     _, result = _train(tmp_path, "gru4rec", crafted(), 50, time_budget_s=1e-6)
     assert result.epochs == 1  # the first epoch always runs; the budget stops the next ones
     assert result.log[0]["elapsed_s"] >= result.log[0]["seconds"] > 0
+
+
+def test_candidates_bound_the_ranking_to_their_items():
+    """A cross-domain pair ranks its target's items only: the most popular item of the other
+    domain never outranks a target item."""
+    # Item 1 (another domain) is the most popular; items 2 and 3 are the candidates.
+    items = np.array([1, 1, 2, 3, 1, 2, 1, 3, 3, 2])
+    data = SequenceData(date(2024, 1, 1), "loo", 3, np.array([1, 2, 3, 4]), np.array([0, 3, 6, 9, 10]), items,
+                        np.array([3, 3, 3, 1]))
+    data.splits["test"] = Split(np.array([3]), np.array([0]), np.array([[2]]))  # a user with no history
+    model = build(method_config("pop"), data.n_items, data.user_vocab)
+    model.prepare(data)
+    everything = evaluate(model, data, "test").mean()
+    data.candidates = np.array([2, 3])
+    bounded = evaluate(model, data, "test").mean()
+    # Training events: item 1 four, items 2 and 3 three each; ties rank pessimistically: 3, then 2.
+    assert everything[("mrr", 10)] == pytest.approx(1 / 3) and bounded[("mrr", 10)] == pytest.approx(1 / 2)
+

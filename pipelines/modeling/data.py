@@ -96,6 +96,63 @@ def load(warehouse: str | Path, day: date, protocol: str = "loo") -> SequenceDat
                         side=WarehouseSide(wh.root, day))
 
 
+#: The views of a cross-domain pair's data (``load_pair``): only the target's events, or both domains'.
+PAIR_VIEWS = ("target", "mixed")
+
+
+def load_pair(warehouse: str | Path, day: date, pair: str, target: str, view: str = "target") -> SequenceData:
+    """A cross-domain pair's data as of ``day`` (``pipelines/etl/cross_domain.py``), as ``SequenceData``.
+
+    ``view="target"`` keeps each user's target-domain events (the target-only baselines: the
+    existing methods on the target alone); ``"mixed"`` keeps both domains' events in time order.
+    Users are their target ``user_idx`` (their source one when they have none). Splits: ``valid``
+    and ``test`` of the warm users, ``cold_valid`` and ``cold_test`` of the cold-start-in-target
+    users (whose target events are in no training table: in the target view their history is
+    empty). ``candidates`` are the target's items, so rankings cover target items only.
+    """
+    import pyarrow.compute as pc
+
+    if view not in PAIR_VIEWS:
+        raise ValueError(f"view must be one of {PAIR_VIEWS}, got {view!r}")
+    wh = Warehouse(warehouse)
+    seq_t, splits_t = (layout.pair_table(t, pair) for t in (layout.CROSS_DOMAIN_SEQUENCES, layout.CROSS_DOMAIN_SPLITS))
+    for table in (seq_t, splits_t, layout.VOCAB_ITEMS):
+        wh.require_upto(table, day, who=f"cross-domain pair {pair}", error=DataError)
+    asof = duckdb_sql("cross_domain_asof")
+    with connect(wh, {"pair_rows": seq_t}) as con:
+        seq = con.sql(f"SELECT user_id, coalesce(target_user_idx, source_user_idx) AS u, item_idx, domain "
+                      f"FROM ({asof}) ORDER BY u", params={"asof": day}).to_arrow_table()
+    with connect(wh, {"pair_rows": splits_t, "vocab_items": layout.VOCAB_ITEMS}) as con:
+        spl = con.sql(f'SELECT user_id, "group", split, history_len, target_idx FROM ({asof})',
+                      params={"asof": day}).to_arrow_table()
+        n_items, = con.execute("SELECT coalesce(max(item_idx), 0) FROM vocab_items WHERE dt <= ?", [day]).fetchone()
+        candidates = con.execute("SELECT DISTINCT item_idx FROM vocab_items WHERE dt <= ? AND domain = ? ORDER BY 1",
+                                 [day, target]).fetchnumpy()["item_idx"].astype(np.int64)
+    users = seq.column("u").to_numpy().astype(np.int64)
+    lists = seq.column("item_idx").combine_chunks()
+    mixed_offsets = lists.offsets.to_numpy().astype(np.int64) - lists.offsets.to_numpy()[0]
+    items = lists.values.to_numpy().astype(np.int64)
+    keep = (np.ones(len(items), dtype=bool) if view == "mixed" else
+            pc.equal(seq.column("domain").combine_chunks().flatten(), target).to_numpy(zero_copy_only=False))
+    kept_before = np.concatenate([[0], np.cumsum(keep)])  # kept events before each flat position
+    offsets = kept_before[mixed_offsets]
+    row_of = {u: i for i, u in enumerate(seq.column("user_id").to_pylist())}
+    train_len = np.diff(offsets)
+    splits: dict[str, Split] = {}
+    for name, group, split in (("test", "warm", "test"), ("valid", "warm", "valid"),
+                               ("cold_test", "cold", "test"), ("cold_valid", "cold", "valid")):
+        part = spl.filter(pc.and_(pc.equal(spl.column("group"), group), pc.equal(spl.column("split"), split)))
+        if part.num_rows == 0:
+            continue
+        rows = np.array([row_of[u] for u in part.column("user_id").to_pylist()], dtype=np.int64)
+        # history_len counts events of the mixed sequence: in the view, the kept ones among them.
+        hist = kept_before[mixed_offsets[rows] + part.column("history_len").to_numpy()] - offsets[rows]
+        splits[name] = Split(rows, hist, _pad_lists(part.column("target_idx").combine_chunks()))
+        if name == "valid":  # valid bounds training (a warm user's last two target events are held out)
+            train_len[rows] = np.minimum(train_len[rows], hist)
+    return SequenceData(day, "loo", int(n_items), users, offsets, items[keep], train_len, splits, candidates=candidates)
+
+
 def _pad_lists(lists) -> np.ndarray:
     """A list array as a 0-padded [rows, longest] matrix."""
     offsets = lists.offsets.to_numpy()
