@@ -28,10 +28,10 @@ GROUPS = (data, methods, nightly, query)
 
 
 def parser() -> argparse.ArgumentParser:
-    common = common_options()
     p = argparse.ArgumentParser(prog="seqrep", description="Behavior logs -> sequences and graphs -> published "
-                                "user and item embeddings.", parents=[common])
+                                "user and item embeddings.", parents=[common_options()])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = common_options(command=True)
     for group in GROUPS:
         group.register(sub, common)
     return p

@@ -111,3 +111,18 @@ def test_models_errors_are_usage_errors_and_the_cli_says_so(tmp_path, capsys):
     assert "seqrep train: error: unknown method 'no_such_method'" in capsys.readouterr().err
     assert main(["summary", "--warehouse", str(tmp_path)]) == 2
     assert "no clean events" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["--config", "c.yaml", "--warehouse", "w", "etl", "--all"],  # before the command's name
+    ["etl", "--all", "--config", "c.yaml", "--warehouse", "w"],  # after it
+])
+def test_config_and_warehouse_are_read_before_or_after_the_command(argv):
+    """A command's parser must not write its own defaults over what the main parser read (argparse
+    does, for options a subparser also declares): ``seqrep --config X ingest`` once ingested with
+    the default source."""
+    from pipelines.cli import parser
+
+    args = parser().parse_args(argv)
+    assert (args.config, args.warehouse) == ("c.yaml", "w")
+    assert parser().parse_args(["etl", "--all"]).config is None

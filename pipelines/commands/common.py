@@ -13,11 +13,16 @@ from pipelines.core.errors import UsageError
 from pipelines.core.warehouse import Warehouse, daterange
 
 
-def common_options() -> argparse.ArgumentParser:
-    """``--warehouse`` and ``--config``, accepted by every command (before or after its name)."""
+def common_options(*, command: bool = False) -> argparse.ArgumentParser:
+    """``--warehouse`` and ``--config``, accepted by every command (before or after its name).
+
+    The copy a command's parser gets (``command=True``) has no default: argparse writes a
+    subparser's defaults over what the main parser parsed, so a default there would erase
+    ``seqrep --config X ingest``'s ``--config``."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--warehouse", help="warehouse folder (env SEQREP_WAREHOUSE; default ./warehouse)")
-    common.add_argument("--config", help="YAML config file (env SEQREP_CONFIG)")
+    default = {"default": argparse.SUPPRESS} if command else {}
+    common.add_argument("--warehouse", help="warehouse folder (env SEQREP_WAREHOUSE; default ./warehouse)", **default)
+    common.add_argument("--config", help="YAML config file (env SEQREP_CONFIG)", **default)
     return common
 
 
