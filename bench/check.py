@@ -42,7 +42,8 @@ def renderers() -> dict[str, Callable[[dict], str]]:
         return lambda figures: importlib.import_module(module).table(figures)
 
     return {"bench/train.py": train_table, "bench/incremental.py": incremental_table,
-            **{f"bench/{m}.py": table_of(m) for m in ("multitask", "etl", "etl_days", "gates", "infer", "peer_recbole", "task_cost")}}
+            **{f"bench/{m}.py": table_of(m) for m in ("multitask", "etl", "etl_days", "gates", "infer", "peer_recbole", "task_cost",
+                                                               "cross_domain")}}
 
 
 def readme_tables(text: str) -> dict[str, str]:

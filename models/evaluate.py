@@ -5,6 +5,10 @@ Each evaluated user reads the last ``max_len`` events of their history (the spli
 cross-domain pair ranks its target's items only), the user's seen items are masked (``mask_seen``), and
 ``models.metrics`` turns the target ranks into HR, NDCG and MRR at 10 and 20. Per-user values are
 kept so methods and seeds can be compared paired on users.
+
+A user with no history at all (a cold-start-in-target user of a pair's target-only view) is
+ranked by the training popularity, what a deployed recommender falls back to, never by an
+encoder's state of an all-padding input.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ def evaluate(model: SequenceModel, data: SequenceData, split: str, *, mask_seen:
     # Bound the score matrix to about 64M floats whatever the catalogue size.
     step = max(1, min(batch_size, (1 << 26) // (data.n_items + 1)))
     per_user: dict[tuple[str, int], list[np.ndarray]] = {}
-    outside = None
+    outside = pop = None
     if data.candidates is not None:
         outside = torch.ones(data.n_items + 1, dtype=torch.bool, device=device)
         outside[torch.as_tensor(data.candidates, device=device)] = False
@@ -54,6 +58,11 @@ def evaluate(model: SequenceModel, data: SequenceData, split: str, *, mask_seen:
         lengths_t = torch.as_tensor(lengths, device=device)
         users_t = torch.as_tensor(data.users[rows], device=device)
         scores = model.full_scores(history_t, lengths_t, users_t).float()
+        empty = lengths_t == 0
+        if bool(empty.any()):
+            if pop is None:
+                pop = torch.as_tensor(np.log1p(data.item_counts()), dtype=torch.float32, device=device)
+            scores[empty] = pop
         if outside is not None:
             scores[:, outside] = float("-inf")
         if mask_seen:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from models.adversarial import SASRecGAN
 from models.base import ModelParams, SequenceModel
 from models.baselines import Markov, MostPopular
+from models.cross_domain import EMCDR, MixedSASRec
 from models.errors import MethodError
 from models.gnn import SRGNN, LightGCN
 from models.multimodal import TextSASRec
@@ -30,7 +31,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 METHODS: dict[str, type[SequenceModel]] = {
     m.name: m for m in (MostPopular, Markov, GRU4Rec, LSTM, SASRec, BERT4Rec, SRGNN, LightGCN, TextSASRec, SASRecGAN,
-                        MMoE)}
+                        MMoE, MixedSASRec, EMCDR)}
 #: Family of each method, for listings (``seqrep methods``): ``cls.family``.
 FAMILIES: dict[str, str] = {name: cls.family for name, cls in METHODS.items()}
 #: Default-config files of methods registered from outside the package (``register``).
@@ -81,12 +82,19 @@ class TrainParams(BaseModel):
     amp: bool = True
     #: Evaluation protocol: ``loo`` (leave-one-out) or ``temporal`` (the day's items).
     protocol: Literal["loo", "temporal"] = "loo"
+    #: The split whose NDCG@10 early-stops training (a cross-domain method for cold users:
+    #: ``cold_valid``, users apart from ``cold_test``'s).
+    valid_split: Literal["valid", "cold_valid"] = "valid"
     #: Remove a user's already-seen items from the ranking (a seen target then counts as a miss).
     mask_seen: bool = True
     eval_batch_size: int = Field(512, ge=1)
     #: Stop starting epochs after this many wall-clock seconds of training and validation
     #: (0: no limit), for equal-budget comparisons.
     time_budget_s: float = Field(0.0, ge=0)
+
+
+#: TrainParams fields added after versions were named, with their defaults (``MethodConfig.version``).
+_LATER_TRAIN_DEFAULTS = {"valid_split": "valid"}
 
 
 class MethodConfig(BaseModel):
@@ -99,11 +107,16 @@ class MethodConfig(BaseModel):
     def params(self) -> ModelParams:
         return METHODS[self.method].Params.model_validate(self.model)
 
-    def version(self, day) -> str:
-        """``<day>-<hash>``: the data's day and a hash of everything that shapes the model."""
-        blob = json.dumps({"method": self.method, "model": self.params().model_dump(),
-                           "train": self.train.model_dump(exclude={"device", "threads", "eval_batch_size", "amp"})},
-                          sort_keys=True)
+    def version(self, day, scope: str = "") -> str:
+        """``<day>-<hash>``: the data's day and a hash of everything that shapes the model; ``scope``
+        names data other than the day's sequences (a cross-domain pair's view), so its models
+        never share a version with the global ones."""
+        # Settings added after versions were first named enter the hash only away from their
+        # default, so a model trained before they existed keeps its version.
+        later = {k for k, default in _LATER_TRAIN_DEFAULTS.items() if getattr(self.train, k) == default}
+        tree = {"method": self.method, "model": self.params().model_dump(),
+                "train": self.train.model_dump(exclude={"device", "threads", "eval_batch_size", "amp", *later})}
+        blob = json.dumps({**tree, "scope": scope} if scope else tree, sort_keys=True)
         return f"{day}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
 
 

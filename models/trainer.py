@@ -113,6 +113,9 @@ class Trainer:
         """Epochs until ``train.epochs``, early stopping or the time budget; the best weights end in
         ``best_state``."""
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.tp.lr, weight_decay=self.tp.weight_decay)
+        if self.tp.valid_split not in self.data.splits:
+            raise DataError(f"train.valid_split={self.tp.valid_split}: the data as of {self.data.day} has no such split "
+                            f"(its splits: {', '.join(self.data.splits) or 'none'})")
         examples = self.examples()
         n_targets = self.model.count_targets(examples)
         self.best_state = copy.deepcopy(self.model.state_dict())
@@ -165,7 +168,7 @@ class Trainer:
 
     def validate(self, loss: float, seconds: float, n_examples: int, n_targets: int, started: float) -> dict[str, Any]:
         """Rank the validation split in full; the epoch's log row."""
-        valid = evaluate(self.model, self.data, "valid", mask_seen=self.tp.mask_seen,
+        valid = evaluate(self.model, self.data, self.tp.valid_split, mask_seen=self.tp.mask_seen,
                          batch_size=self.tp.eval_batch_size, device=self.device).mean()
         row = {"epoch": self.state.epoch, "loss": loss, "valid_ndcg@10": valid[("ndcg", 10)],
                "valid_hr@10": valid[("hr", 10)], "seconds": round(seconds, 3),

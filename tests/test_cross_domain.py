@@ -123,12 +123,12 @@ def test_mixed_sequences_splits_and_what_a_cold_user_hides(spark, built):
 def test_a_pair_loads_as_target_only_or_mixed_data_ranking_target_items(spark, built):
     from pipelines.modeling.data import load_pair
 
-    _, wh = built
+    cfg, wh = built
     idx = {r.item_id: r.item_idx for r in spark.read.parquet(str(wh.table("vocab/items"))).collect()}
     users = {r.user_id: r.user_idx for r in spark.read.parquet(str(wh.table("vocab/users"))).collect()}
     for view, a_items, hist in (("target", ["b1", "b2", "b3"], {"valid": 1, "test": 2, "cold": 0}),
                                 ("mixed", ["a1", "b1", "b2", "a2", "b3"], {"valid": 2, "test": 4, "cold": 1})):
-        data = load_pair(wh.root, D3, "ab", "B", view)
+        data = load_pair(wh.root, D3, cfg.cross_domain.pairs[0], view)
         row = {int(u): i for i, u in enumerate(data.users)}
         a, k = row[users["a"]], row[users[COLD]]
         assert data.items[data.offsets[a]:data.offsets[a + 1]].tolist() == [idx[i] for i in a_items]
@@ -218,3 +218,42 @@ def test_the_gate_fails_a_cold_users_target_event_in_training(spark, built, tmp_
     write_daily(leaked, wh, table, [D1])
     with pytest.raises(GateFailed, match="no_hidden_target"):
         run_gate(spark, cfg, "cross_domain", [D1])
+
+
+def test_pair_methods_train_on_their_views_and_emcdr_maps_cold_users(spark, built):
+    """Methods train on a pair's views as other data (their own versions); LightGCN's graph of a
+    view holds that view's events only (a cold user's source items in the mixed view, nothing of
+    the target); EMCDR scores a cold user by its mapping of the source run's vector and a warm
+    user by the target run's own vector."""
+    import torch
+
+    from pipelines.modeling.cross_domain import load_pair_data, train_on_pair
+    from pipelines.modeling.train import load_version
+
+    cfg, wh = built
+    users = {r.user_id: r.user_idx for r in spark.read.parquet(str(wh.table("vocab/users"))).collect()}
+    items = {r.item_id: r.item_idx for r in spark.read.parquet(str(wh.table("vocab/items"))).collect()}
+    quiet, fast = (lambda m: None), ["train.epochs=2", "model.dim=8"]
+    runs = {}
+    for view in ("target", "source", "mixed"):
+        result, _ = train_on_pair(cfg, "lightgcn", D3, "ab", view, sets=fast, echo=quiet, evaluate=False)
+        runs[view] = f"lightgcn@{result.folder.name}"
+    assert len(set(runs.values())) == 3, "one version per view"
+    mixed = load_pair_data(cfg, D3, "ab", "mixed")
+    u, i, _ = mixed.side.user_item_edges()
+    assert sorted(i[u == users[COLD]].tolist()) == [items["a1"]], "the cold user's source event only"
+    result, rows = train_on_pair(cfg, "emcdr", D3, "ab", "mixed", echo=quiet, sets=[
+        *fast, "model.source_dim=8", "train.valid_split=valid",
+        f"model.source_run={runs['source']}", f"model.target_run={runs['target']}"])
+    assert {r["split"] for r in rows} >= {"valid", "test"} and any(r["split"].startswith("cold_") for r in rows)
+    _, emcdr, _ = load_version(cfg, "emcdr", result.folder.name)
+    (_, source, _), (_, target, _) = (load_version(cfg, "lightgcn", runs[v].split("@")[1]) for v in ("source", "target"))
+    with torch.no_grad():
+        k, a = torch.tensor([users[COLD]]), torch.tensor([users["a"]])
+        assert not emcdr.has_target[k].any() and emcdr.has_source[k].all()
+        torch.testing.assert_close(emcdr.source_vectors[k], source.encode(None, None, k))
+        torch.testing.assert_close(emcdr.encode(None, None, k), emcdr.mapping(source.encode(None, None, k)))
+        torch.testing.assert_close(emcdr.encode(None, None, a), target.encode(None, None, a))
+        torch.testing.assert_close(emcdr.item_embeddings(), target.item_embeddings())
+    result, rows = train_on_pair(cfg, "sasrec_mixed", D3, "ab", "mixed", sets=[*fast, "model.max_len=4"], echo=quiet)
+    assert rows and all(r["dataset"].endswith("/pair=ab/view=mixed") for r in rows)

@@ -201,3 +201,47 @@ def test_candidates_bound_the_ranking_to_their_items():
     # Training events: item 1 four, items 2 and 3 three each; ties rank pessimistically: 3, then 2.
     assert everything[("mrr", 10)] == pytest.approx(1 / 3) and bounded[("mrr", 10)] == pytest.approx(1 / 2)
 
+
+
+def test_a_user_without_history_is_ranked_by_popularity_whatever_the_encoder():
+    """A cold-start-in-target user of a pair's target view has no event: every method ranks them
+    as the popularity baseline does, never from the encoder's state of an all-padding input."""
+    data = crafted()
+    data.splits["cold"] = Split(np.arange(5), np.zeros(5, dtype=np.int64), data.splits["test"].targets[:5])
+    pop = build(method_config("pop"), data.n_items, data.user_vocab)
+    pop.prepare(data)
+    sasrec = build(method_config("sasrec", {"model": {"dim": 16, "max_len": 10}}), data.n_items)
+    want, got = evaluate(pop, data, "cold"), evaluate(sasrec, data, "cold")
+    for key in want.per_user:
+        np.testing.assert_array_equal(got.per_user[key], want.per_user[key])
+
+
+def test_the_mixed_encoder_learns_from_target_targets_only():
+    """sasrec_mixed's loss is taken where the next event is a target item (the candidates),
+    among target items: a window whose targets are all source items carries no loss."""
+    data = crafted(n_items=30)
+    data.candidates = np.arange(16, 31)  # items 16..30: the target
+    model = build(method_config("sasrec_mixed", {"model": {"dim": 16, "max_len": 10, "loss": "ce"}}), data.n_items)
+    model.prepare(data)
+    assert model.domain_of[0] == 0 and set(model.domain_of[16:].tolist()) == {1} and set(model.domain_of[1:16].tolist()) == {2}
+    source_only = torch.tensor([[1, 2, 3, 4, 0]])
+    assert model.loss(source_only).item() == 0.0 and model.count_targets(source_only) == 0
+    mixed = torch.tensor([[1, 16, 2, 17, 0]])
+    assert model.count_targets(mixed) == 2
+    # ce over the 15 target items (and padding, masked): about log 15 at initialisation, not log 30.
+    assert abs(model.loss(mixed).item() - np.log(15)) < 0.5
+
+
+def test_new_train_settings_keep_the_versions_named_before_them():
+    """A setting added later (train.valid_split) enters the version hash only away from its default."""
+    mc = method_config("sasrec")
+    assert mc.version(date(2024, 1, 1)) == method_config("sasrec", {"train": {"valid_split": "valid"}}).version(date(2024, 1, 1))
+    assert mc.version(date(2024, 1, 1)) != method_config("sasrec", {"train": {"valid_split": "cold_valid"}}).version(date(2024, 1, 1))
+    assert mc.version(date(2024, 1, 1)) != mc.version(date(2024, 1, 1), "pair=p/view=target")
+
+
+def test_a_missing_validation_split_is_a_clear_error(tmp_path):
+    from models.errors import DataError
+
+    with pytest.raises(DataError, match="train.valid_split=cold_valid: the data as of 2024-01-01 has no such split"):
+        _train(tmp_path, "sasrec", crafted(), 1, valid_split="cold_valid")

@@ -28,6 +28,9 @@ def register(sub, common: argparse.ArgumentParser) -> None:
             s.add_argument("--incremental", action="store_true",
                            help="the nightly policy: warm start from the last published version, or a full "
                                 "retrain when due (nightly.* of the config); no metrics (run evaluate)")
+            s.add_argument("--pair", help="train on a cross-domain pair of the config (cross_domain.pairs) instead")
+            s.add_argument("--view", choices=("target", "source", "mixed"), default="target",
+                           help="with --pair: the target's events (default), the source's, or both domains'")
 
     s = sub.add_parser("infer", parents=[common],
                        help="write user and item embedding tables of trained methods as of a day (then: publish)")
@@ -68,7 +71,7 @@ def _print_metrics(rows: list[dict], as_json: bool) -> None:
     if as_json:
         print(json.dumps(rows, default=str, indent=1))
         return
-    for split in ("valid", "test"):
+    for split in ("valid", "test", "cold_valid", "cold_test"):
         part = [r for r in rows if r["split"] == split]
         if part:
             print(f"\n{split} ({part[0]['protocol']}, full ranking, {part[0]['users']:,} users, as of {part[0]['dt']})")
@@ -81,6 +84,8 @@ def train(args: argparse.Namespace) -> None:
     cfg = config(args)
     day = resolve_day(cfg, args.date)
     echo = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else print
+    if args.pair and args.incremental:
+        raise UsageError("--pair trains one version as of a day: no --incremental")
     if args.incremental:
         from pipelines.nightly import steps
 
@@ -88,7 +93,13 @@ def train(args: argparse.Namespace) -> None:
             raise UsageError("--incremental trains the config's methods as they are: no --set or --resume")
         steps.train(cfg, args.method, day, echo=echo)
         return
-    result, rows = train_method(cfg, args.method, day, sets=args.sets, resume=args.resume, echo=echo)
+    if args.pair:
+        from pipelines.modeling.cross_domain import train_on_pair
+
+        result, rows = train_on_pair(cfg, args.method, day, args.pair, args.view, sets=args.sets, resume=args.resume,
+                                     echo=echo)
+    else:
+        result, rows = train_method(cfg, args.method, day, sets=args.sets, resume=args.resume, echo=echo)
     echo(f"trained {args.method} in {result.seconds:.1f}s, {result.epochs} epoch(s), best at {result.best_epoch}: "
          f"{result.folder}")
     _print_metrics(rows, args.json)

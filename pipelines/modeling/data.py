@@ -34,6 +34,8 @@ from pipelines.core.warehouse import Warehouse
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from pipelines.core.config import CrossDomainPair
+
 #: SQL of each item-metadata field in an item's document (``models.text`` joins them).
 _FIELD_SQL = {"title": "i.title", "category": "i.category", "tags": "array_to_string(i.tags, ' ')", "text": "i.text"}
 
@@ -96,29 +98,33 @@ def load(warehouse: str | Path, day: date, protocol: str = "loo") -> SequenceDat
                         side=WarehouseSide(wh.root, day))
 
 
-#: The views of a cross-domain pair's data (``load_pair``): only the target's events, or both domains'.
-PAIR_VIEWS = ("target", "mixed")
+#: The views of a cross-domain pair's data (``load_pair``): the target's events, the source's, or both domains'.
+PAIR_VIEWS = ("target", "source", "mixed")
 
 
-def load_pair(warehouse: str | Path, day: date, pair: str, target: str, view: str = "target") -> SequenceData:
+def load_pair(warehouse: str | Path, day: date, pair: "CrossDomainPair", view: str = "target") -> SequenceData:
     """A cross-domain pair's data as of ``day`` (``pipelines/etl/cross_domain.py``), as ``SequenceData``.
 
     ``view="target"`` keeps each user's target-domain events (the target-only baselines: the
-    existing methods on the target alone); ``"mixed"`` keeps both domains' events in time order.
-    Users are their target ``user_idx`` (their source one when they have none). Splits: ``valid``
-    and ``test`` of the warm users, ``cold_valid`` and ``cold_test`` of the cold-start-in-target
-    users (whose target events are in no training table: in the target view their history is
-    empty). ``candidates`` are the target's items, so rankings cover target items only.
+    existing methods on the target alone); ``"mixed"`` keeps both domains' events in time order;
+    ``"source"`` the source's events (the source-domain model of a mapping method). Users are
+    their target ``user_idx`` (their source one when they have none). Splits of the target and
+    mixed views: ``valid`` and ``test`` of the warm users, ``cold_valid`` and ``cold_test`` of the
+    cold-start-in-target users (whose target events are in no training table: in the target
+    view their history is empty); ``candidates`` are the target's items, so rankings cover target
+    items only. The source view validates on each user's last source event, among source items.
     """
     import pyarrow.compute as pc
 
     if view not in PAIR_VIEWS:
         raise ValueError(f"view must be one of {PAIR_VIEWS}, got {view!r}")
     wh = Warehouse(warehouse)
-    seq_t, splits_t = (layout.pair_table(t, pair) for t in (layout.CROSS_DOMAIN_SEQUENCES, layout.CROSS_DOMAIN_SPLITS))
+    seq_t, splits_t = (layout.pair_table(t, pair.name) for t in (layout.CROSS_DOMAIN_SEQUENCES,
+                                                                  layout.CROSS_DOMAIN_SPLITS))
     for table in (seq_t, splits_t, layout.VOCAB_ITEMS):
-        wh.require_upto(table, day, who=f"cross-domain pair {pair}", error=DataError)
+        wh.require_upto(table, day, who=f"cross-domain pair {pair.name}", error=DataError)
     asof = duckdb_sql("cross_domain_asof")
+    ranked = pair.source if view == "source" else pair.target
     with connect(wh, {"pair_rows": seq_t}) as con:
         seq = con.sql(f"SELECT user_id, coalesce(target_user_idx, source_user_idx) AS u, item_idx, domain "
                       f"FROM ({asof}) ORDER BY u", params={"asof": day}).to_arrow_table()
@@ -127,16 +133,30 @@ def load_pair(warehouse: str | Path, day: date, pair: str, target: str, view: st
                       params={"asof": day}).to_arrow_table()
         n_items, = con.execute("SELECT coalesce(max(item_idx), 0) FROM vocab_items WHERE dt <= ?", [day]).fetchone()
         candidates = con.execute("SELECT DISTINCT item_idx FROM vocab_items WHERE dt <= ? AND domain = ? ORDER BY 1",
-                                 [day, target]).fetchnumpy()["item_idx"].astype(np.int64)
+                                 [day, ranked]).fetchnumpy()["item_idx"].astype(np.int64)
     users = seq.column("u").to_numpy().astype(np.int64)
     lists = seq.column("item_idx").combine_chunks()
     mixed_offsets = lists.offsets.to_numpy().astype(np.int64) - lists.offsets.to_numpy()[0]
     items = lists.values.to_numpy().astype(np.int64)
+    domains = seq.column("domain").combine_chunks().flatten()
     keep = (np.ones(len(items), dtype=bool) if view == "mixed" else
-            pc.equal(seq.column("domain").combine_chunks().flatten(), target).to_numpy(zero_copy_only=False))
+            pc.equal(domains, ranked).to_numpy(zero_copy_only=False))
     kept_before = np.concatenate([[0], np.cumsum(keep)])  # kept events before each flat position
     offsets = kept_before[mixed_offsets]
-    row_of = {u: i for i, u in enumerate(seq.column("user_id").to_pylist())}
+    items = items[keep]
+    if view == "source":
+        train_len, splits = _last_event_valid(offsets, items)
+    else:
+        row_of = {u: i for i, u in enumerate(seq.column("user_id").to_pylist())}
+        train_len, splits = _pair_splits(spl, row_of, mixed_offsets, kept_before, offsets)
+    return SequenceData(day, "loo", int(n_items), users, offsets, items, train_len, splits, candidates=candidates)
+
+
+def _pair_splits(spl, row_of: dict, mixed_offsets: np.ndarray, kept_before: np.ndarray,
+                 offsets: np.ndarray) -> tuple[np.ndarray, dict[str, Split]]:
+    """A pair's warm and cold splits in a view (``load_pair``), and the training lengths they leave."""
+    import pyarrow.compute as pc
+
     train_len = np.diff(offsets)
     splits: dict[str, Split] = {}
     for name, group, split in (("test", "warm", "test"), ("valid", "warm", "valid"),
@@ -150,7 +170,18 @@ def load_pair(warehouse: str | Path, day: date, pair: str, target: str, view: st
         splits[name] = Split(rows, hist, _pad_lists(part.column("target_idx").combine_chunks()))
         if name == "valid":  # valid bounds training (a warm user's last two target events are held out)
             train_len[rows] = np.minimum(train_len[rows], hist)
-    return SequenceData(day, "loo", int(n_items), users, offsets, items[keep], train_len, splits, candidates=candidates)
+    return train_len, splits
+
+
+def _last_event_valid(offsets: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, dict[str, Split]]:
+    """Leave-one-out validation on each user's last event (users with at least 2), which
+    training then leaves out."""
+    train_len = np.diff(offsets)
+    rows = np.flatnonzero(train_len >= 2)
+    hist = train_len[rows] - 1
+    split = Split(rows, hist, items[offsets[rows] + hist][:, None])
+    train_len[rows] = hist
+    return train_len, {"valid": split}
 
 
 def _pad_lists(lists) -> np.ndarray:

@@ -29,11 +29,11 @@ class ModelNotFound(WarehouseError, LookupError):
     """No trained model of the method with this configuration (or version) in the warehouse."""
 
 
-def dataset_name(cfg: Config) -> str:
-    """The config's source name, else the sources in the warehouse's raw events (e.g. ``movielens``)."""
-    if cfg.ingest.name:
-        return cfg.ingest.name
-    return "+".join(Warehouse(cfg.warehouse).raw_sources()) or cfg.ingest.source
+def dataset_name(cfg: Config, scope: str = "") -> str:
+    """The config's source name, else the sources in the warehouse's raw events (e.g. ``movielens``);
+    with a data ``scope``, ``<name>/<scope>``."""
+    name = cfg.ingest.name or "+".join(Warehouse(cfg.warehouse).raw_sources()) or cfg.ingest.source
+    return f"{name}/{scope}" if scope else name
 
 
 def resolve_day(cfg: Config, day: date | None) -> date:
@@ -41,9 +41,10 @@ def resolve_day(cfg: Config, day: date | None) -> date:
     return day if day is not None else latest_day(cfg.warehouse)
 
 
-def version_folder(cfg: Config, mc: MethodConfig, day: date) -> Path:
-    """Where the version of ``mc`` trained as of ``day`` lives."""
-    return Warehouse(cfg.warehouse).model_folder(mc.method, mc.version(day))
+def version_folder(cfg: Config, mc: MethodConfig, day: date, scope: str = "") -> Path:
+    """Where the version of ``mc`` trained as of ``day`` (on ``scope``'s data) lives."""
+    return Warehouse(cfg.warehouse).model_folder(mc.method, mc.version(day, scope))
+
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,11 @@ class WarmStart:
 
 def train_method(cfg: Config, name: str, day: date, *, sets: list[str] = (), resume: bool = False,
                  data: SequenceData | None = None, echo: Echo = print, warm: WarmStart | None = None,
-                 evaluate: bool = True, meta: dict[str, Any] | None = None) -> tuple[Any, list[dict]]:
-    """Train ``name`` on the sequences as of ``day``; evaluate it on valid and test; write metrics.
+                 evaluate: bool = True, meta: dict[str, Any] | None = None, scope: str = "") -> tuple[Any, list[dict]]:
+    """Train ``name`` on the sequences as of ``day``; evaluate it on every split; write metrics.
+
+    ``data`` with a ``scope`` is other data than the day's sequences (a cross-domain pair's view,
+    ``pipelines.modeling.cross_domain.train_on_pair``): the version and the metrics' dataset name it.
 
     With ``warm``, the model starts from an earlier version's weights (vocabularies grown, see
     ``models.checkpoint.load_grown``) and trains ``warm.epochs`` epochs; the version folder is the
@@ -68,36 +72,38 @@ def train_method(cfg: Config, name: str, day: date, *, sets: list[str] = (), res
     mc = method_config(name, cfg.methods.get(name), sets)
     data = data or load(cfg.warehouse, day, mc.train.protocol)
     model = build(mc, data.n_items, data.user_vocab)
-    version = mc.version(day)
+    version = mc.version(day, scope)
     folder = Warehouse(cfg.warehouse).model_folder(name, version)
     fit, note = mc, ""
     if warm is not None:
         grown = load_grown(model, warm.folder)
         fit = mc.model_copy(update={"train": mc.train.model_copy(update={"epochs": warm.epochs})})
         note = f" (warm start from {warm.folder.name}, {warm.epochs} epochs, grown: {', '.join(grown) or 'none'})"
-    echo(f"train {name} on {dataset_name(cfg)} as of {day}: {len(data.users):,} users, {data.n_items:,} items, "
+    echo(f"train {name} on {dataset_name(cfg, scope)} as of {day}: {len(data.users):,} users, {data.n_items:,} items, "
          f"{len(data.items):,} events -> {folder}{note}")
     with transaction(Warehouse(cfg.warehouse), f"model={name}") as wh:  # the version and its metrics together
         workdir = wh.model_workdir(name, version)
-        result = train(model, data, fit, workdir, resume=resume, echo=echo, meta={"version": version, **(meta or {})})
+        result = train(model, data, fit, workdir, resume=resume, echo=echo, meta={"version": version, **({"scope": scope} if scope else {}), **(meta or {})})
         wh.swap_in(workdir, folder)
-        rows = evaluate_model(wh, cfg, mc, model, data, version) if evaluate else []
+        rows = evaluate_model(wh, cfg, mc, model, data, version, scope) if evaluate else []
     return replace(result, folder=folder), rows
 
 
-def evaluate_model(wh: Warehouse, cfg: Config, mc: MethodConfig, model, data: SequenceData, version: str) -> list[dict]:
-    """Full-ranking metrics of ``model`` on the valid and test splits of ``data``, written to ``metrics/``."""
+def evaluate_model(wh: Warehouse, cfg: Config, mc: MethodConfig, model, data: SequenceData, version: str,
+                   scope: str = "") -> list[dict]:
+    """Full-ranking metrics of ``model`` on every split of ``data`` (valid and test; a pair's
+    cold_valid and cold_test too), written to ``metrics/``."""
     from models.evaluate import evaluate
     from models.trainer import pick_device
 
     device = pick_device(mc.train)
     model.to(device)
     rows: list[dict] = []
-    for split in ("valid", "test"):
+    for split in ("valid", "test", "cold_valid", "cold_test"):
         if split in data.splits:
             res = evaluate(model, data, split, mask_seen=mc.train.mask_seen, batch_size=mc.train.eval_batch_size,
                            device=device)
-            rows += metric_rows(res, method=mc.method, dataset=dataset_name(cfg), protocol=data.protocol,
+            rows += metric_rows(res, method=mc.method, dataset=dataset_name(cfg, scope), protocol=data.protocol,
                                 day=data.day, version=version, seed=mc.train.seed)
     if rows:
         write_metrics(wh, rows)
