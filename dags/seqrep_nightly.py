@@ -15,6 +15,12 @@ torch ones in the ``gpu`` pool (CUDA when the worker has it, CPU otherwise)::
 
     train -> evaluate -> regression_gate -> infer -> gate_embeddings -> publish
 
+and, after ``gate_cross_domain``, one per pair and method of ``cross_domain.methods`` (group
+``METHOD-PAIR``, published as ``METHOD.PAIR``: a full retrain on the pair's view each night,
+evaluated as it trains)::
+
+    train -> infer -> gate_embeddings -> publish
+
 and ``report`` (the day's HTML page, whatever happened; ``watcher`` then fails the run if any
 task failed, since ``report`` succeeding would otherwise make it a success). A failed gate stops what follows it for
 that day (a regression stops one method: the last published tables stay live); earlier days'
@@ -46,6 +52,7 @@ from airflow.sdk import DAG, Asset, Param, TaskGroup, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from pipelines.core.config import load_config  # light: pydantic and yaml
+from pipelines.modeling.pair_runs import run_names  # light: names from the config
 from pipelines.nightly.etl_tasks import CROSS_DOMAIN_TASKS, ETL_TASKS, EtlTask
 from pipelines.nightly.failures import REASON_ENV, record_failure
 
@@ -124,14 +131,39 @@ with DAG(
 
     report = seqrep_task("report", "report", "The day's run report (HTML and PNGs) under reports/dt=D.",
                          trigger_rule="all_done")
+    def outlets(name: str) -> list[Asset]:
+        """The Assets a publish task updates: the method's (or pair run's) user and item tables."""
+        return [Asset(name=f"seqrep.embeddings.{kind}.{name}", group="seqrep",
+                      uri=f"file://{Path(WAREHOUSE).resolve()}/embeddings/{kind}/model={name}")
+                for kind in ("users", "items")]
+
+    def publishing(name: str) -> list[BashOperator]:
+        """infer -> gate_embeddings -> publish of a method or a pair run."""
+        return [
+            seqrep_task("infer", f"infer --method {name}", "User and item embedding tables as of the day.", gpu=True),
+            seqrep_task("gate_embeddings", f"validate --stage embeddings --method {name}",
+                        "Quality gate on the embedding tables.", gate=True),
+            seqrep_task("publish", f"publish --method {name}",
+                        "Item index and the publish record: the day's tables become the live ones.",
+                        outlets=outlets(name)),
+        ]
+
+    def chain(upstream, steps: list) -> None:
+        for a, b in zip([upstream, *steps], [*steps, report]):
+            a >> b
+
     if CONFIG.cross_domain.pairs:
         cross = [spark_task(t) for t in CROSS_DOMAIN_TASKS]
         etl[-1] >> cross[0] >> cross[1] >> report
+        for name in run_names(CONFIG):
+            with TaskGroup(group_id=name.replace(".", "-"), tooltip=f"{name}: train on the pair, infer, gate, publish"):
+                steps = [seqrep_task("train", f"train --method {name}",
+                                     "A full retrain on the pair's view as of the day (runs it reads first), "
+                                     "evaluated on the warm and cold-start splits.", gpu=True),
+                         *publishing(name)]
+            chain(cross[1], steps)
     for method in METHODS:
         with TaskGroup(group_id=method, tooltip=f"{method}: train, evaluate, gate, infer, publish"):
-            outlets = [Asset(name=f"seqrep.embeddings.{kind}.{method}", group="seqrep",
-                             uri=f"file://{Path(WAREHOUSE).resolve()}/embeddings/{kind}/model={method}")
-                       for kind in ("users", "items")]
             steps = [
                 seqrep_task("train", f"train --method {method} --incremental",
                             "Warm start from the last published version (or a full retrain), on data as of the day.",
@@ -139,18 +171,9 @@ with DAG(
                 seqrep_task("evaluate", f"evaluate --method {method}", "Full-ranking metrics on valid and test.", gpu=True),
                 seqrep_task("regression_gate", f"validate --stage regression --method {method}",
                             "No publish when test NDCG@10 drops more than nightly.max_ndcg_drop.", gate=True),
-                seqrep_task("infer", f"infer --method {method}", "User and item embedding tables as of the day.",
-                            gpu=True),
-                seqrep_task("gate_embeddings", f"validate --stage embeddings --method {method}",
-                            "Quality gate on the embedding tables.", gate=True),
-                seqrep_task("publish", f"publish --method {method}",
-                            "Item index and the publish record: the day's tables become the live ones.",
-                            outlets=outlets),
+                *publishing(method),
             ]
-        etl[-1] >> steps[0]
-        for upstream, downstream in zip(steps, steps[1:]):
-            upstream >> downstream
-        steps[-1] >> report
+        chain(etl[-1], steps)
     if not METHODS:
         etl[-1] >> report
 

@@ -60,6 +60,9 @@ class SequenceModel(nn.Module):
     learned: ClassVar[bool] = True
     #: Reads each event's behavior besides its item (``SequenceData.event_codes``).
     uses_event_codes: ClassVar[bool] = False
+    #: The view of a cross-domain pair it trains on unless told otherwise (``target``: the
+    #: target's events alone; the cross-domain methods read ``mixed``, both domains').
+    pair_view: ClassVar[str] = "target"
 
     def __init__(self, n_items: int, params: ModelParams, n_users: int = 0):
         super().__init__()

@@ -22,7 +22,9 @@ Approach", IJCAI 2017): two models trained on each domain alone give user vector
     min_f  sum_{u in overlap} || f(u^s) - u^t ||^2,
 
 and a user with no target history is scored by ``<f(u^s), v^t_i>``; a user with one keeps ``u^t``.
-The vectors come from the data's side (``data.side.run_vectors``): runs named in the params.
+The vectors come from the data's side (``data.side.run_vectors``): runs named in the params
+(by default LightGCN's on the pair's source and target views: the paper fits MF vectors,
+LightGCN is their graph form).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class MixedSASRec(SASRec):
 
     name: ClassVar[str] = "sasrec_mixed"
     family: ClassVar[str] = "cross-domain"
+    pair_view: ClassVar[str] = "mixed"
     Params: ClassVar[type[ModelParams]] = MixedParams
 
     def __init__(self, n_items: int, params: MixedParams, n_users: int = 0):
@@ -106,10 +109,13 @@ class MixedSASRec(SASRec):
 
 
 class EMCDRParams(ModelParams):
-    #: The source-domain run whose user vectors are mapped: ``method@version`` (a pair's source view).
-    source_run: str = ""
-    #: The target-domain run: its user vectors are the mapping's targets, its item vectors rank.
-    target_run: str = ""
+    #: The source-domain run whose user vectors are mapped: ``method@version`` of a run on the
+    #: pair's source view, or a method's name: its run on that view with the config's settings
+    #: as of the same day (trained first when missing).
+    source_run: str = "lightgcn"
+    #: The target-domain run (the same forms, on the pair's target view): its user vectors are
+    #: the mapping's targets, its item vectors rank.
+    target_run: str = "lightgcn"
     #: Size of the source run's vectors (``dim`` is the target run's).
     source_dim: int = Field(64, ge=1)
     #: Hidden width of the mapping MLP (the paper: one hidden layer, 2x the input).
@@ -121,6 +127,7 @@ class EMCDR(SequenceModel):
 
     name: ClassVar[str] = "emcdr"
     family: ClassVar[str] = "cross-domain"
+    pair_view: ClassVar[str] = "mixed"
     Params: ClassVar[type[ModelParams]] = EMCDRParams
 
     def __init__(self, n_items: int, params: EMCDRParams, n_users: int = 0):

@@ -257,3 +257,53 @@ def test_pair_methods_train_on_their_views_and_emcdr_maps_cold_users(spark, buil
         torch.testing.assert_close(emcdr.item_embeddings(), target.item_embeddings())
     result, rows = train_on_pair(cfg, "sasrec_mixed", D3, "ab", "mixed", sets=[*fast, "model.max_len=4"], echo=quiet)
     assert rows and all(r["dataset"].endswith("/pair=ab/view=mixed") for r in rows)
+
+
+def test_pair_runs_are_published_and_queried_like_methods(spark, built):
+    """``cross_domain.methods`` on a pair: each run trains (runs it reads by method name first),
+    infers its view's users and the target's items, passes the embeddings gate and is published
+    as METHOD.PAIR; ``seqrep query recommend --domain`` reads it, a cold user included."""
+    import json
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from pipelines.cli import main
+    from pipelines.etl import graphs
+    from pipelines.modeling.pair_runs import pair_runs, run_names
+    from pipelines.nightly.steps import run_methods
+    from pipelines.serving.query import Query
+
+    base, wh = built
+    graphs.run(spark, base, DAYS)  # the item counts of the tables and the seen items of a query
+    small = {"model": {"dim": 8}, "train": {"epochs": 2}}
+    cfg = base.with_overrides(
+        cross_domain={"methods": ["emcdr", "lightgcn:mixed"]},
+        methods={"lightgcn": small, "emcdr": {"model": {"dim": 8, "source_dim": 8},
+                                                     "train": {"epochs": 2, "valid_split": "valid"}}})
+    assert run_names(cfg) == ["emcdr.ab", "lightgcn.mixed.ab"]
+    assert [(r.method, r.view) for r in pair_runs(cfg)] == [("emcdr", "mixed"), ("lightgcn", "mixed")]
+    outcome = run_methods(cfg, D3, run_names(cfg), echo=lambda m: None)
+    assert outcome.published == ["emcdr.ab", "lightgcn.mixed.ab"] and not outcome.blocked
+    # EMCDR read LightGCN's runs on the source and target views, trained for it as of the day.
+    emcdr = json.loads(next((wh.root / "models/emcdr").glob(f"{D3}-*/config.json")).read_text())
+    assert emcdr["model"]["source_run"].startswith(f"lightgcn@{D3}-") and emcdr["scope"] == "pair=ab/view=mixed"
+    users = {r.user_id: r.user_idx for r in spark.read.parquet(str(wh.table("vocab/users"))).collect()}
+    items = {r.item_id: r.item_idx for r in spark.read.parquet(str(wh.table("vocab/items"))).collect()}
+    for name in run_names(cfg):
+        record = json.loads((wh.root / f"_manifests/stage=publish/model={name}/dt={D3}.json").read_text())
+        table = pq.read_table(wh.root / f"embeddings/items/model={name}/dt={D3}/version={record['model_version']}")
+        assert set(table.column("domain").to_pylist()) == {"B"} and record["items"] == 3, "the target's items only"
+        people = pq.read_table(wh.root / f"embeddings/users/model={name}/dt={D3}/version={record['model_version']}")
+        assert sorted(people.column("user_id").to_pylist()) == ["a", "b", "c", COLD], "the mixed view's users"
+        vec = people.column("vector").combine_chunks().values.to_numpy().reshape(people.num_rows, -1)
+        assert np.isfinite(vec).all() and (np.linalg.norm(vec, axis=1) > 0).all()
+    with Query(wh.root) as q:
+        assert set(q.methods()) >= {"emcdr.ab", "lightgcn.mixed.ab"}
+        recs = q.recommend(COLD, "emcdr.ab", k=5, domain="B")
+        # The cold user's target events are hidden from the pair, not from the warehouse's seen items.
+        assert [r["item_id"] for r in recs] == ["b2"] and recs[0]["item_idx"] == items["b2"]
+        assert q.user(COLD, "emcdr.ab")["user_idx"] == users[COLD]
+    assert main(["query", "recommend", COLD, "--method", "emcdr.ab", "--domain", "B", "--warehouse", str(wh.root),
+                 "--json"]) == 0
+    assert main(["query", "recommend", COLD, "--method", "emcdr.ab", "--domain", "C", "--warehouse", str(wh.root)]) == 2

@@ -179,7 +179,7 @@ def test_cross_domain_pairs_add_their_tasks_beside_the_methods(airflow_home, tmp
     parallel to the methods, before the report; without pairs (the test above) neither."""
     config = tmp_path / "cross.yaml"
     config.write_text(Path(os.environ["SEQREP_CONFIG"]).read_text()
-                      + "\ncross_domain:\n  pairs: [{name: a_to_b, source: a, target: b}]\n")
+                      + "\ncross_domain:\n  pairs: [{name: a_to_b, source: a, target: b}]\n  methods: [emcdr]\n")
     code = ("import json, sys; from airflow.dag_processing.dagbag import DagBag; "
             "dag = DagBag(dag_folder=sys.argv[1]).get_dag('seqrep_nightly'); "
             "print(json.dumps({t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks}))")
@@ -189,6 +189,76 @@ def test_cross_domain_pairs_add_their_tasks_beside_the_methods(airflow_home, tmp
     up = json.loads(out.stdout.strip().splitlines()[-1])
     assert up["cross_domain"] == ["gate_features"] and up["gate_cross_domain"] == ["cross_domain"]
     assert up["sasrec.train"] == ["gate_features"] and "gate_cross_domain" in up["report"]
+    group = "emcdr-a_to_b"  # the pair run emcdr.a_to_b: after the pair's gate, into the report
+    assert up[f"{group}.train"] == ["gate_cross_domain"] and up[f"{group}.infer"] == [f"{group}.train"]
+    assert up[f"{group}.publish"] == [f"{group}.gate_embeddings"] and f"{group}.publish" in up["report"]
+
+
+def test_a_cross_domain_pair_run_is_trained_and_published_by_the_nightly_dag(
+        airflow_home, data_dir, spark, spark_connect, tmp_path, monkeypatch):
+    """The pair's tasks and a pair run's task group (``cross_domain.methods: [emcdr]``) run in
+    ``dag.test()`` on a slice of the Amazon cloth/sport pair (120 users, both domains), the ETL's
+    first tasks marked done after the same ETL ran in this process, the cross-domain ones as
+    Spark Connect clients; ``seqrep query`` then reads the published tables."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.cli import main
+    from pipelines.core.config import load_config
+    from pipelines.etl import ingest
+    from pipelines.nightly import etl
+    from pipelines.serving.query import Query
+
+    day, logs = date(2014, 1, 1), tmp_path / "logs"
+    columns: dict[str, list] = {k: [] for k in ("event_id", "user_id", "item_id", "event_type", "ts", "domain")}
+    for domain, folder in (("cloth", "cloth_sport"), ("sport", "sport_cloth")):
+        rows = [line.split("\t")[:2] for name in ("train.txt", "test_original.txt")
+                for line in (data_dir("amazon-crossdomain") / folder / name).read_text().splitlines()]
+        kept = [(user, item) for user, item in rows if int(user) < 120]  # in file order, a second apart
+        for i, (user, item) in enumerate(kept):
+            for k, v in zip(columns, (f"{domain}-{i}", f"u{user}", item, "rate", 1388534400 + i, domain)):
+                columns[k].append(v)
+    (logs / f"dt={day}").mkdir(parents=True)
+    pq.write_table(pa.table(columns), logs / f"dt={day}" / "part-0.parquet")
+    config = tmp_path / "pair.yaml"
+    config.write_text(f"""
+spark: {{shuffle_partitions: 2}}
+ingest:
+  source: parquet
+  name: amazon
+  input: {logs}/dt={{date}}
+  columns: {{event_id: event_id, domain: domain}}
+nightly: {{methods: []}}
+cross_domain:
+  pairs: [{{name: cloth_to_sport, source: cloth, target: sport}}]
+  methods: [emcdr]
+methods:
+  lightgcn: {{model: {{dim: 16}}, train: {{epochs: 3}}}}
+  emcdr: {{model: {{dim: 16, source_dim: 16}}, train: {{epochs: 5}}}}
+""")
+    wh = tmp_path / "wh"
+    cfg = load_config(config, warehouse=wh)
+    ingest.run(spark, cfg, day=day)
+    etl.run(spark, cfg, [day], stages=["clean", "sessionize", "sequences", "graphs"])
+    monkeypatch.setenv("SEQREP_CONFIG", str(config))
+    monkeypatch.setenv("SEQREP_SPARK_REMOTE", spark_connect)
+    run = run_day(_dag(), day, wh, config, etl_done=True)
+    states = _states(run)
+    group = "emcdr-cloth_to_sport"
+    assert str(run.state).endswith("success") and states.pop("watcher") == "skipped", states
+    assert {t: states[t] for t in ("cross_domain", "gate_cross_domain", f"{group}.train", f"{group}.infer",
+                                   f"{group}.gate_embeddings", f"{group}.publish", "report")} == dict.fromkeys(
+        ("cross_domain", "gate_cross_domain", f"{group}.train", f"{group}.infer", f"{group}.gate_embeddings",
+         f"{group}.publish", "report"), "success"), states
+    record = json.loads((wh / f"_manifests/stage=publish/model=emcdr.cloth_to_sport/dt={day}.json").read_text())
+    assert record["users"] == 120 and record["items"] > 0
+    cold = pq.read_table(wh / f"cross_domain/users/pair=cloth_to_sport/dt={day}").to_pydict()
+    user = next(u for u, c in zip(cold["user_id"], cold["cold"]) if c)  # a cold-start-in-target user
+    with Query(wh) as q:
+        recs = q.recommend(user, "emcdr.cloth_to_sport", k=10, domain="sport")
+        assert len(recs) == 10 and {r["domain"] for r in recs} == {"sport"}
+    assert main(["query", "recommend", user, "--method", "emcdr.cloth_to_sport", "--domain", "sport",
+                 "--warehouse", str(wh)]) == 0
 
 
 def test_with_default_retries_work_tasks_back_off_and_gates_and_the_watcher_never_retry(airflow_home):

@@ -7,6 +7,7 @@ import json
 import sys
 
 from pipelines.commands.common import config, names, parse_date
+from pipelines.core.config import PAIR_VIEWS
 from pipelines.core.errors import UsageError
 
 
@@ -28,9 +29,11 @@ def register(sub, common: argparse.ArgumentParser) -> None:
             s.add_argument("--incremental", action="store_true",
                            help="the nightly policy: warm start from the last published version, or a full "
                                 "retrain when due (nightly.* of the config); no metrics (run evaluate)")
-            s.add_argument("--pair", help="train on a cross-domain pair of the config (cross_domain.pairs) instead")
-            s.add_argument("--view", choices=("target", "source", "mixed"), default="target",
-                           help="with --pair: the target's events (default), the source's, or both domains'")
+            s.add_argument("--pair", help="train on a cross-domain pair of the config (cross_domain.pairs) instead "
+                                          "(or name a pair run: --method METHOD.PAIR)")
+            s.add_argument("--view", choices=PAIR_VIEWS,
+                           help="with --pair: the target's events, the source's, or both domains' (default: the "
+                                "method's own: target, mixed for the cross-domain methods)")
 
     s = sub.add_parser("infer", parents=[common],
                        help="write user and item embedding tables of trained methods as of a day (then: publish)")
@@ -93,10 +96,19 @@ def train(args: argparse.Namespace) -> None:
             raise UsageError("--incremental trains the config's methods as they are: no --set or --resume")
         steps.train(cfg, args.method, day, echo=echo)
         return
+    from pipelines.modeling.pair_runs import PairRun, find_pair, parse_run
+
+    if args.view and not args.pair:
+        raise UsageError("--view goes with --pair")
+    run = parse_run(cfg, args.method)
     if args.pair:
+        from models.registry import get_method
+
+        run = PairRun(find_pair(cfg, args.pair).name, args.method, args.view or get_method(args.method).pair_view)
+    if run is not None:  # --pair, or a pair run's published name (METHOD.PAIR)
         from pipelines.modeling.cross_domain import train_on_pair
 
-        result, rows = train_on_pair(cfg, args.method, day, args.pair, args.view, sets=args.sets, resume=args.resume,
+        result, rows = train_on_pair(cfg, run.method, day, run.pair, run.view, sets=args.sets, resume=args.resume,
                                      echo=echo)
     else:
         result, rows = train_method(cfg, args.method, day, sets=args.sets, resume=args.resume, echo=echo)
@@ -108,8 +120,17 @@ def train(args: argparse.Namespace) -> None:
 def evaluate(args: argparse.Namespace) -> None:
     from pipelines.modeling.train import evaluate_methods, resolve_day
 
+    from pipelines.modeling.cross_domain import evaluate_run
+    from pipelines.modeling.pair_runs import parse_run
+
     cfg = config(args)
-    _print_metrics(evaluate_methods(cfg, names(args.method), resolve_day(cfg, args.date), sets=args.sets), args.json)
+    day = resolve_day(cfg, args.date)
+    methods = names(args.method)
+    runs = [m for m in methods if parse_run(cfg, m) is not None]  # pair runs (METHOD.PAIR): their pair's data
+    rows = evaluate_methods(cfg, [m for m in methods if m not in runs], day, sets=args.sets)
+    for name in runs:
+        rows += evaluate_run(cfg, name, day, args.sets)
+    _print_metrics(rows, args.json)
 
 
 def infer(args: argparse.Namespace) -> None:

@@ -15,7 +15,7 @@ QUERIES = (
      "items similar to {id}"),
     ("similar-users", "USER_ID", "users nearest a user (inner product)", "similar_users", True, False,
      "users similar to {id}"),
-    ("recommend", "USER_ID", "top items for a user, seen items excluded", "recommend", True, False,
+    ("recommend", "USER_ID", "top items for a user, seen items excluded", "recommend", True, True,
      "recommended for user {id} (seen items excluded)"),
 )
 
@@ -37,7 +37,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         if has_k:
             s.add_argument("--k", type=int, default=10)
         if has_domain:
-            s.add_argument("--domain", help="the item's domain, when its id exists in several")
+            s.add_argument("--domain", help="recommend: only items of this domain (e.g. a pair's target); "
+                                            "similar-items: the item's domain, when its id exists in several")
         s.set_defaults(func=lookup, query_method=method, title=title)
 
 

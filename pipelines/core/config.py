@@ -8,6 +8,7 @@ errors, so a typo in a config file never silently falls back to a default.
 from __future__ import annotations
 
 import os
+import re
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -138,6 +139,10 @@ class SyntheticConfig(_Section):
     bad_row_rate: float = Field(0.002, ge=0.0, le=0.5)
 
 
+#: The views of a cross-domain pair's data: the target's events, the source's, or both domains'.
+PAIR_VIEWS = ("target", "source", "mixed")
+
+
 class CrossDomainPair(_Section):
     """One cross-domain pair: behaviour in ``source`` gives users a representation in ``target``
     (both are values of the events' ``domain`` column)."""
@@ -169,6 +174,21 @@ class CrossDomainConfig(_Section):
     cold_share: float = Field(0.2, ge=0.0, le=1.0)
     #: Seed of the hash that picks the cold users (and splits them into validation and test).
     seed: int = 0
+    #: Methods trained, evaluated, inferred and published each night on every pair (a task group
+    #: per pair and method in the nightly DAG), each ``METHOD`` or ``METHOD:VIEW`` (view
+    #: ``target``, ``source`` or ``mixed``; default: the method's own, ``target`` for the
+    #: single-domain methods). Published as ``METHOD.PAIR`` (``METHOD.VIEW.PAIR`` off the default
+    #: view): ``seqrep query recommend USER --method emcdr.shop_to_app``.
+    methods: tuple[str, ...] = ()
+
+    @field_validator("methods")
+    @classmethod
+    def _method_views(cls, methods: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in methods:
+            method, _, view = entry.partition(":")
+            if not re.fullmatch(r"[a-z0-9_]+", method) or (view and view not in PAIR_VIEWS):
+                raise ValueError(f"{entry!r}: each entry is METHOD or METHOD:VIEW, VIEW one of target, source, mixed")
+        return methods
 
     @field_validator("pairs")
     @classmethod

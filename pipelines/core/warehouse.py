@@ -85,6 +85,11 @@ RUNS = "_runs"
 STAGING = "_staging"
 
 
+def _method_dir(name: str) -> str:
+    """The folder under ``models/`` of a method or a pair run's published name (``METHOD.PAIR``)."""
+    return name.split(".", 1)[0]
+
+
 def pair_table(table: str, pair: str) -> str:
     """A cross-domain table of one pair: ``cross_domain/<table>/pair=P`` (its days below it)."""
     return f"{table}/pair={pair}"
@@ -215,17 +220,19 @@ class Warehouse:
 
     # -- models, metrics, embeddings, index, reports ------------------------------------------
     def model_folder(self, method: str, version: str) -> Path:
-        """``models/<method>/<version>`` (a version named by a user is a plain name, never a path)."""
+        """``models/<method>/<version>`` (a version named by a user is a plain name, never a path).
+        A cross-domain pair run's published name (``METHOD.PAIR``) keeps its versions in its
+        method's folder: they are hashed with the pair and view."""
         if not version or "/" in version or "\\" in version or version.startswith("."):
             raise WarehouseError(f"model version {version!r} is not a version name (e.g. 2024-01-03-1a2b3c4d)")
-        return self.table(f"{MODELS}/{method}/{version}")
+        return self.table(f"{MODELS}/{_method_dir(method)}/{version}")
 
     def model_workdir(self, method: str, version: str) -> Path:
         """Where a model version is trained before it is swapped in (kept for ``--resume``)."""
-        return self.table(f"{MODELS}/{method}/{version}.partial")
+        return self.table(f"{MODELS}/{_method_dir(method)}/{version}.partial")
 
     def model_versions(self, method: str) -> list[str]:
-        base = self.table(f"{MODELS}/{method}")
+        base = self.table(f"{MODELS}/{_method_dir(method)}")
         return sorted(p.name for p in base.glob("*") if (p / "model.safetensors").is_file()) if base.is_dir() else []
 
     def metrics_file(self, method: str, day: date | str, version: str) -> Path:

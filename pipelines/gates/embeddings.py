@@ -5,6 +5,9 @@ warehouse's own tables, not against what inference said it wrote:
   knows (``item_idx <= n_items`` of the model's ``config.json``), each with its id and event count
   as the sequences give them;
 - items: exactly the item vocabulary up to the model's training day, each with its domain and id;
+- a cross-domain pair run's tables (``METHOD.PAIR``): the users of its view of the pair with an
+  event the model knows (``pipelines.modeling.data.pair_users``), and the items of the domain it
+  ranks;
 - on every row the version's name and one dimension, every vector finite and non-zero (checked
   through the norms: pandas columns of scalars; a million vectors never become Python lists).
 
@@ -36,7 +39,7 @@ def frames(cfg: Config, method: str, day: date, version: str, wh: Warehouse) -> 
     if manifest is None:
         raise WarehouseError(f"no embeddings of {method} version {version} as of {day} in {wh.root}: "
                              "run `seqrep infer` first")
-    users, items = expected_rows(wh, method, day, version)
+    users, items = expected_rows(wh, method, day, version, cfg)
 
     def frame(kind: str, ids: list[str], expected: "pd.DataFrame") -> "pd.DataFrame":
         t = pq.read_table(wh.embeddings(kind, method, day, version), columns=[*ids, "vector", "dim", "model_version", "n_events"])
@@ -74,19 +77,31 @@ def _same(a: "pd.Series", b: "pd.Series") -> "pd.Series":
     return (a == b) | (a.isna() & b.isna())
 
 
-def expected_rows(wh: Warehouse, method: str, day: date, version: str) -> tuple["pd.DataFrame", "pd.DataFrame"]:
+def expected_rows(wh: Warehouse, method: str, day: date, version: str,
+                  cfg: Config | None = None) -> tuple["pd.DataFrame", "pd.DataFrame"]:
     """The users (``user_idx``, ``user_id``, ``n_events``) and items (``item_idx``, ``domain``,
-    ``item_id``) a version's tables of ``day`` must hold, from the sequences and the vocabulary."""
+    ``item_id``) a version's tables of ``day`` must hold, from the sequences (a pair run's: its
+    pair's) and the vocabulary."""
+    import pandas as pd
+
     from models.checkpoint import read_json
     from pipelines.core import warehouse as layout
     from pipelines.core.sqlfiles import duckdb_sql
-    from pipelines.modeling.data import connect
+    from pipelines.modeling.pair_runs import find_pair, parse_run, ranked_domains
+    from pipelines.modeling.data import connect, pair_users
 
     model = read_json(wh.model_folder(method, version) / "config.json")
     trained, n = date.fromisoformat(str(model["day"])), int(model["n_items"])
+    run = parse_run(cfg, method) if cfg is not None else None
+    domains = ranked_domains(cfg, run) if run is not None else None
     with connect(wh, {"sequences": layout.SEQUENCES, "vocab_items": layout.VOCAB_ITEMS}) as con:
-        users = con.sql(f"SELECT user_idx, user_id, n_events FROM ({duckdb_sql('sequences_asof')}) "
-                        "WHERE list_min(item_idx) <= $n", params={"asof": day, "n": n}).df()
-        items = con.sql("SELECT item_idx, domain, item_id FROM vocab_items WHERE dt <= $trained AND item_idx <= $n",
-                        params={"trained": trained, "n": n}).df()
+        if run is None:
+            users = con.sql(f"SELECT user_idx, user_id, n_events FROM ({duckdb_sql('sequences_asof')}) "
+                            "WHERE list_min(item_idx) <= $n", params={"asof": day, "n": n}).df()
+        items = con.sql("SELECT item_idx, domain, item_id FROM vocab_items WHERE dt <= $trained AND item_idx <= $n "
+                        "AND ($domains IS NULL OR list_contains($domains, domain))",
+                        params={"trained": trained, "n": n, "domains": domains}).df()
+    if run is not None:
+        rows = pd.DataFrame(pair_users(wh.root, day, find_pair(cfg, run.pair), run.view, n))
+        users = rows.loc[rows["n_known"] > 0, ["user_idx", "user_id", "n_events"]].reset_index(drop=True)
     return users, items

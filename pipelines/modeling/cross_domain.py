@@ -13,7 +13,8 @@
   encoded from their *training* events of that run's view, never from a held-out one.
 
 A model trained on a pair is stored like any other (``models/<method>/<version>``), its version
-hashed with the pair and view (``pair_scope``); ``train_on_pair`` trains one.
+hashed with the pair and view (``pair_scope``); ``train_on_pair`` trains one. Runs that it reads
+by method name (``pipelines/modeling/pair_runs.py``) are trained first when missing.
 """
 
 from __future__ import annotations
@@ -26,30 +27,43 @@ import numpy as np
 
 from models.data import SequenceData, train_positions
 from models.errors import DataError
-from pipelines.core.config import Config, CrossDomainPair
-from pipelines.modeling.data import PAIR_VIEWS, load_pair
+from pipelines.core.config import PAIR_VIEWS, Config
+from pipelines.modeling.data import load_pair
+from pipelines.modeling.pair_runs import PairRun, find_pair, needed_runs, run_config, run_folder
 
 
-def find_pair(cfg: Config, name: str) -> CrossDomainPair:
-    """The configured pair called ``name``; a clear error naming the configured ones otherwise."""
-    for pair in cfg.cross_domain.pairs:
-        if pair.name == name:
-            return pair
-    known = ", ".join(p.name for p in cfg.cross_domain.pairs) or "none (cross_domain.pairs is empty)"
-    raise DataError(f"no cross-domain pair {name!r} in the config; pairs: {known}")
-
-
-def pair_scope(pair: str, view: str) -> str:
-    """The data scope of a pair's view (``MethodConfig.version``), e.g. ``pair=a_to_b/view=target``."""
-    return f"pair={pair}/view={view}"
-
-
-def train_on_pair(cfg: Config, name: str, day: date, pair: str, view: str, **kwargs: Any):
-    """``pipelines.modeling.train.train_method`` on the pair's ``view`` as of ``day``."""
+def train_on_pair(cfg: Config, name: str, day: date, pair: str, view: str, *, sets: list[str] = (),
+                  echo=print, **kwargs: Any):
+    """``pipelines.modeling.train.train_method`` on the pair's ``view`` as of ``day``; the runs it
+    reads by method name are trained first where their version is missing (module docstring)."""
     from pipelines.modeling.train import train_method
 
-    return train_method(cfg, name, day, data=load_pair_data(cfg, day, pair, view), scope=pair_scope(pair, view),
-                        **kwargs)
+    run = PairRun(pair, name, view)
+    for need in needed_runs(cfg, run, sets).values():
+        _, folder = run_folder(cfg, need, day)
+        if (folder / "model.safetensors").is_file():
+            echo(f"{run.method} reads {need.method} on {need.scope}: {folder.name} (trained before)")
+        else:
+            echo(f"{run.method} reads {need.method} on {need.scope}: training it first")
+            train_on_pair(cfg, need.method, day, need.pair, need.view, echo=echo, evaluate=False)
+    _, resolved = run_config(cfg, run, day, sets)
+    return train_method(cfg, name, day, data=load_pair_data(cfg, day, pair, view), scope=run.scope,
+                        sets=resolved, echo=echo, **kwargs)
+
+
+def evaluate_run(cfg: Config, name: str, day: date, sets: list[str] = ()) -> list[dict]:
+    """Full-ranking metrics of a pair run's version as of ``day`` (``METHOD.PAIR``) on every split
+    of its view, written to ``metrics/`` (what ``seqrep evaluate`` does for a method)."""
+    from pipelines.core.runs import transaction
+    from pipelines.core.warehouse import Warehouse
+    from pipelines.modeling.pair_runs import parse_run
+    from pipelines.modeling.train import evaluate_model, load_trained
+
+    run = parse_run(cfg, name)
+    mc, model, folder = load_trained(cfg, name, day, list(sets))
+    data = load_pair_data(cfg, day, run.pair, run.view)
+    with transaction(Warehouse(cfg.warehouse), f"model={name}") as wh:
+        return evaluate_model(wh, cfg, mc, model, data, folder.name, run.scope)
 
 
 def load_pair_data(cfg: Config, day: date, pair: str, view: str) -> SequenceData:

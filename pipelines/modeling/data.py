@@ -28,6 +28,7 @@ from models.data import SequenceData, Split
 from models.errors import DataError
 from pipelines.core import runs
 from pipelines.core import warehouse as layout
+from pipelines.core.config import PAIR_VIEWS
 from pipelines.core.sqlfiles import duckdb_sql, sql_literal
 from pipelines.core.warehouse import Warehouse
 
@@ -98,8 +99,6 @@ def load(warehouse: str | Path, day: date, protocol: str = "loo") -> SequenceDat
                         side=WarehouseSide(wh.root, day))
 
 
-#: The views of a cross-domain pair's data (``load_pair``): the target's events, the source's, or both domains'.
-PAIR_VIEWS = ("target", "source", "mixed")
 
 
 def load_pair(warehouse: str | Path, day: date, pair: "CrossDomainPair", view: str = "target") -> SequenceData:
@@ -144,12 +143,37 @@ def load_pair(warehouse: str | Path, day: date, pair: "CrossDomainPair", view: s
     kept_before = np.concatenate([[0], np.cumsum(keep)])  # kept events before each flat position
     offsets = kept_before[mixed_offsets]
     items = items[keep]
+    if not len(items):
+        raise DataError(f"cross-domain pair {pair.name} has no events of domain {', '.join(view_domains(pair, view))} "
+                        f"as of {day} (its {view} view): the events' domain column names the pair's domains "
+                        f"({pair.source}, {pair.target})? See `seqrep summary` and the pair's stage manifest")
     if view == "source":
         train_len, splits = _last_event_valid(offsets, items)
     else:
         row_of = {u: i for i, u in enumerate(seq.column("user_id").to_pylist())}
         train_len, splits = _pair_splits(spl, row_of, mixed_offsets, kept_before, offsets)
     return SequenceData(day, "loo", int(n_items), users, offsets, items, train_len, splits, candidates=candidates)
+
+
+def view_domains(pair: "CrossDomainPair", view: str) -> list[str]:
+    """The domains whose events a view of the pair holds."""
+    return {"target": [pair.target], "source": [pair.source], "mixed": [pair.source, pair.target]}[view]
+
+
+def pair_users(warehouse: str | Path, day: date, pair: "CrossDomainPair", view: str, n_items: int) -> dict[str, np.ndarray]:
+    """The users of a pair's view as of ``day``, in ``load_pair``'s order: ``user_idx`` (as
+    ``load_pair``'s users), ``user_id``, ``n_events`` (their events in the view), ``n_known`` (of
+    those, on items ``<= n_items``: what a model of that many items can read) and ``dt`` (their
+    last active day): the rows of a pair run's user table."""
+    wh = Warehouse(warehouse)
+    table = layout.pair_table(layout.CROSS_DOMAIN_SEQUENCES, pair.name)
+    with connect(wh, {"pair_rows": table}) as con:
+        return con.sql(
+            "SELECT coalesce(target_user_idx, source_user_idx) AS user_idx, user_id, "
+            "len(list_filter(domain, lambda d: list_contains($domains, d))) AS n_events, "
+            "len(list_filter(item_idx, lambda x, i: list_contains($domains, domain[i]) AND x <= $n)) AS n_known, "
+            f"dt FROM ({duckdb_sql('cross_domain_asof')}) ORDER BY user_idx",
+            params={"asof": day, "domains": view_domains(pair, view), "n": n_items}).fetchnumpy()
 
 
 def _pair_splits(spl, row_of: dict, mixed_offsets: np.ndarray, kept_before: np.ndarray,

@@ -19,6 +19,11 @@
   ``method``, ``model_version``, ``asof``, ``n_events`` (the item's events up to D), every item
   of the model's vocabulary.
 
+A cross-domain pair run (``METHOD.PAIR``, ``pipelines/modeling/cross_domain.py``) is inferred
+the same way from its pair's view: its users are the view's users (their events in the view as
+of the day; a cold-start-in-target user is encoded from their source events) and its items the
+ones its rankings cover (the target's).
+
 Indexes come from the append-only vocabularies, so a user's vectors of two days are comparable.
 Items first seen after the model's day have no row (the model has no vector for them) and are
 left out of fresh histories; both counts are in the manifest.
@@ -59,6 +64,11 @@ class Trained:
     model: Any  # models.base.SequenceModel
     folder: Path
     day: date  # the last day of the data it was trained on
+    name: str = ""  # the tables' model name: the method, or a pair run's METHOD.PAIR
+    run: Any = None  # the pair run (pipelines.modeling.cross_domain.PairRun), or None
+    #: The domains of the items it ranks (a pair run: the target's, a source-view run's source;
+    #: None: every domain).
+    domains: list[str] | None = None
 
 
 @dataclass
@@ -80,7 +90,8 @@ def infer(cfg: Config, method: str, day: date, *, sets: list[str] = (), version:
     trained = load_model(cfg, method, day, sets, version)
     device = pick_device(trained.mc.train)
     trained.model.to(device)
-    data, dropped_events, users = load_histories(Warehouse(cfg.warehouse), day, trained)
+    data, dropped_events, users = (load_histories(Warehouse(cfg.warehouse), day, trained) if trained.run is None
+                                   else load_pair_histories(cfg, day, trained))
     vectors = encode(cfg, trained, data, users, device, echo)
     with transaction(Warehouse(cfg.warehouse), f"model={method}") as wh:  # both tables and the manifest together
         manifest = write_tables(wh, trained, day, data, users, vectors)
@@ -98,17 +109,20 @@ def load_model(cfg: Config, method: str, day: date, sets: list[str] = (), versio
     day, or ``version`` (trained on or before the day)."""
     from models.checkpoint import read_json
     from models.registry import get_method
+    from pipelines.modeling.pair_runs import parse_run, ranked_domains
     from pipelines.modeling.train import load_trained, load_version
 
-    if not get_method(method).learned:
-        raise InferError(f"{method} is a baseline without embeddings; infer a learned method (`seqrep methods`)")
+    run = parse_run(cfg, method)
+    base = run.method if run is not None else method
+    if not get_method(base).learned:
+        raise InferError(f"{base} is a baseline without embeddings; infer a learned method (`seqrep methods`)")
     mc, model, folder = load_trained(cfg, method, day, list(sets)) if version is None else \
-        load_version(cfg, method, version)
+        load_version(cfg, base, version)
     trained_day = date.fromisoformat(str(read_json(folder / "config.json")["day"]))
     if trained_day > day:
         raise InferError(f"{method} version {folder.name} was trained on data up to {trained_day}, after {day}: "
                          "embeddings as of a day never use a model that saw later data")
-    return Trained(mc, model, folder, trained_day)
+    return Trained(mc, model, folder, trained_day, method, run, ranked_domains(cfg, run) if run else None)
 
 
 def load_histories(wh: Warehouse, day: date, trained: Trained) -> tuple[SequenceData, int, dict[str, np.ndarray]]:
@@ -125,6 +139,22 @@ def load_histories(wh: Warehouse, day: date, trained: Trained) -> tuple[Sequence
     users = _user_rows(wh, day)
     if not np.array_equal(users["user_idx"], data.users):
         raise InferError(f"sequences as of {day} changed while reading them; rerun")
+    return data, dropped, users
+
+
+def load_pair_histories(cfg: Config, day: date, trained: Trained) -> tuple[SequenceData, int, dict[str, np.ndarray]]:
+    """``load_histories`` of a pair run: its view's histories and users (module docstring)."""
+    from models.infer import restrict_items
+    from pipelines.modeling.cross_domain import load_pair_data
+    from pipelines.modeling.pair_runs import find_pair
+    from pipelines.modeling.data import pair_users
+
+    run = trained.run
+    data = load_pair_data(cfg, day, run.pair, run.view)
+    data, dropped = restrict_items(data, trained.model.n_items)
+    users = pair_users(cfg.warehouse, day, find_pair(cfg, run.pair), run.view, trained.model.n_items)
+    if not np.array_equal(users["user_idx"], data.users):
+        raise InferError(f"the pair {run.pair}'s sequences as of {day} changed while reading them; rerun")
     return data, dropped, users
 
 
@@ -165,10 +195,11 @@ def write_tables(wh: Warehouse, trained: Trained, day: date, data: SequenceData,
     """Write the user and item tables (module docstring); returns the manifest's core."""
     import pyarrow as pa
 
-    method, version, n = trained.mc.method, trained.folder.name, trained.model.n_items
-    items = _item_rows(wh, day, n)
-    if len(items["item_idx"]) != n or not np.array_equal(items["item_idx"], np.arange(1, n + 1)):
+    method, version, n = trained.name or trained.mc.method, trained.folder.name, trained.model.n_items
+    items = _item_rows(wh, day, n, trained.domains)
+    if trained.run is None and (len(items["item_idx"]) != n or not np.array_equal(items["item_idx"], np.arange(1, n + 1))):
         raise InferError(f"vocab/items as of {day} does not hold items 1..{n} of the model")
+    item_vec = vec.items[items["item_idx"] - 1]  # row i of the model's item vectors is item_idx i + 1
     rows, dim = vec.rows, vec.users.shape[1]
 
     def common(count: int) -> dict[str, Any]:
@@ -181,14 +212,14 @@ def write_tables(wh: Warehouse, trained: Trained, day: date, data: SequenceData,
                  **common(len(rows)), "n_events": pa.array(users["n_events"][rows], pa.int64()),
                  "fold_in": pa.array(vec.fold_in[rows], pa.bool_())}
     item_cols = {"domain": pa.array(items["domain"], pa.string()), "item_id": pa.array(items["item_id"], pa.string()),
-                 "item_idx": pa.array(items["item_idx"], pa.int32()), "vector": _vectors(vec.items),
-                 **common(n), "n_events": pa.array(items["n_events"], pa.int64())}
+                 "item_idx": pa.array(items["item_idx"], pa.int32()), "vector": _vectors(item_vec),
+                 **common(len(item_vec)), "n_events": pa.array(items["n_events"], pa.int64())}
     outputs = {kind: str(_write_partition(wh, wh.embeddings(kind, method, day, version), cols))
                for kind, cols in (("users", user_cols), ("items", item_cols))}
     return {"stage": "infer", "run": wh.run.id if wh.run is not None else None,
             "dim": dim, "method": method, "model_version": version, "asof": day.isoformat(),
             "trained_day": trained.day.isoformat(), "users": len(rows), "users_fold_in": int(vec.fold_in[rows].sum()),
-            "users_without_known_items": int((data.lengths == 0).sum()), "items": n, "compiled": vec.compiled,
+            "users_without_known_items": int((data.lengths == 0).sum()), "items": len(item_vec), "compiled": vec.compiled,
             "outputs": outputs}
 
 
@@ -199,14 +230,15 @@ def _user_rows(wh: Warehouse, day: date) -> dict[str, np.ndarray]:
                        params={"asof": day}).fetchnumpy()
 
 
-def _item_rows(wh: Warehouse, day: date, n_items: int) -> dict[str, np.ndarray]:
-    """domain, item_id and events up to ``day`` of items 1..n_items."""
+def _item_rows(wh: Warehouse, day: date, n_items: int, domains: list[str] | None = None) -> dict[str, np.ndarray]:
+    """domain, item_id and events up to ``day`` of items 1..n_items (of ``domains`` only, when given)."""
     with connect(wh, {"vocab_items": layout.VOCAB_ITEMS, "user_item": layout.USER_ITEM}) as con:
         return con.sql(
             f"SELECT v.item_idx, v.domain, v.item_id, coalesce(c.n, 0) AS n_events FROM vocab_items v "
             f"LEFT JOIN (SELECT item_idx, sum(count) AS n FROM ({duckdb_sql('user_item_asof')}) GROUP BY item_idx) c "
-            "USING (item_idx) WHERE v.dt <= $asof AND v.item_idx <= $n ORDER BY v.item_idx",
-            params={"asof": day, "n": n_items}).fetchnumpy()
+            "USING (item_idx) WHERE v.dt <= $asof AND v.item_idx <= $n "
+            "AND ($domains IS NULL OR list_contains($domains, v.domain)) ORDER BY v.item_idx",
+            params={"asof": day, "n": n_items, "domains": domains}).fetchnumpy()
 
 
 def _vectors(vectors: np.ndarray):

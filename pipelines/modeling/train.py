@@ -127,10 +127,21 @@ def load_folder(mc: MethodConfig, folder: Path):
     return model
 
 
-def load_trained(cfg: Config, name: str, day: date, sets: list[str] = ()):
-    """The trained model of ``name`` with this configuration as of ``day``: (config, model, folder)."""
+def trained_folder(cfg: Config, name: str, day: date, sets: list[str] = ()) -> tuple[MethodConfig, Path]:
+    """(configuration, version folder) of ``name`` with this configuration as of ``day``; ``name``
+    is a method or a cross-domain pair run's published name (``METHOD.PAIR``)."""
+    from pipelines.modeling.pair_runs import parse_run, run_folder
+
+    run = parse_run(cfg, name)
+    if run is not None:
+        return run_folder(cfg, run, day, list(sets))
     mc = method_config(name, cfg.methods.get(name), sets)
-    folder = version_folder(cfg, mc, day)
+    return mc, version_folder(cfg, mc, day)
+
+
+def load_trained(cfg: Config, name: str, day: date, sets: list[str] = ()):
+    """The trained model of ``name`` (``trained_folder``) as of ``day``: (config, model, folder)."""
+    mc, folder = trained_folder(cfg, name, day, sets)
     if not (folder / "model.safetensors").is_file():
         raise ModelNotFound(f"no trained {name} as of {day} with this configuration ({folder}); "
                             f"run `seqrep train --method {name} --date {day}{''.join(' --set ' + x for x in sets)}` first")

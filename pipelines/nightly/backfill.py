@@ -1,7 +1,7 @@
 """``seqrep backfill``: the nightly run of each day of a range, in order, without a scheduler.
 
 Each day runs what its nightly run runs (ingest and the ETL with its gates, then every method's
-steps, then the report), so warm starts chain as they do nightly, and sees only data up to that
+steps, the cross-domain pair runs' too, then the report), so warm starts chain as they do nightly, and sees only data up to that
 day: sequences as of the day, models trained on it, publish records of earlier days.
 """
 
@@ -26,7 +26,9 @@ def backfill(cfg: Config, days: list[date], methods: list[str] | None = None, *,
     Each day ends with its run report."""
     from pipelines.nightly.report import write_report
 
-    methods = list(methods or cfg.nightly.methods)
+    from pipelines.modeling.pair_runs import pair_runs
+
+    methods = list(methods or [*cfg.nightly.methods, *(run.name for run in pair_runs(cfg))])
     wh = Warehouse(cfg.warehouse)
     if not etl:
         missing = [d for d in days if not wh.has_partition(layout.SEQUENCES, d)]

@@ -13,6 +13,10 @@
   which names the version that is live from that day on (queries read published days). Tables
   not yet gated since inference wrote them are gated first; tables that failed are refused.
 
+A cross-domain pair run (``METHOD.PAIR``, ``cross_domain.methods``) takes the same steps but the
+evaluation (``train`` evaluates it) and the regression gate: it is fully retrained each night on
+its pair's view as of the day (runs it reads by method name first, when missing).
+
 Every step reads only what exists up to its day: sequences as of D, the model trained on D,
 publish records of days before D. A backfilled day therefore computes what that day's nightly
 run computed, whatever later days the warehouse already holds.
@@ -38,17 +42,24 @@ class StepError(WarehouseError, ValueError):
 
 
 def _version_folder(cfg: Config, method: str, day: date) -> Path:
-    """The folder of ``method``'s version for ``day`` with the run's configuration."""
-    from models.registry import method_config
-    from pipelines.modeling.train import version_folder
+    """The folder of ``method``'s version (or a cross-domain pair run's) for ``day`` with the run's configuration."""
+    from pipelines.modeling.train import trained_folder
 
-    return version_folder(cfg, method_config(method, cfg.methods.get(method)), day)
+    return trained_folder(cfg, method, day)[1]
 
 
 def train(cfg: Config, method: str, day: date, *, echo: Echo = print) -> dict[str, Any]:
     """Train ``method``'s version for ``day``: warm-started or fully retrained (module docstring)."""
+    from pipelines.modeling.cross_domain import train_on_pair
+    from pipelines.modeling.pair_runs import parse_run
     from pipelines.modeling.train import train_method
 
+    run = parse_run(cfg, method)
+    if run is not None:  # a pair run: a full retrain on its view, evaluated as it trains (module docstring)
+        echo(f"{method} {day}: full retrain on {run.scope}")
+        result, _ = train_on_pair(cfg, run.method, day, run.pair, run.view, echo=echo)
+        return {"version": result.folder.name, "epochs": result.epochs, "seconds": round(result.seconds, 2),
+                "warm_start": False}
     warm, full_day, why = warm_start(cfg, method, day)
     echo(f"{method} {day}: {'full retrain' if warm is None else 'incremental'} ({why})")
     result, _ = train_method(cfg, method, day, echo=echo, warm=warm, evaluate=False, meta={
@@ -142,7 +153,8 @@ def _publish(cfg: Config, method: str, day: date, version: str, wh: Warehouse, e
         "stage": "publish", "method": method, "asof": day.isoformat(), "model_version": version,
         "model_folder": str(folder.relative_to(wh.root)), "trained_day": str(meta["day"]),
         "full_day": meta.get("full_day", str(meta["day"])), "warm_start_from": meta.get("warm_start_from"),
-        "test_ndcg@10": ndcg_at_10(wh, method, date.fromisoformat(str(meta["day"])), version),
+        # Metrics are kept under the method (a pair run's too: its dataset names the pair).
+        "test_ndcg@10": ndcg_at_10(wh, folder.parent.name, date.fromisoformat(str(meta["day"])), version),
         "users": inferred["users"], "items": inferred["items"], "dim": inferred["dim"],
         "index": str(index.relative_to(wh.root)),
     }
@@ -161,12 +173,15 @@ class DayOutcome:
 
 def run_methods(cfg: Config, day: date, methods: list[str], *, echo: Echo = print) -> DayOutcome:
     """Every step for each method of the day; a failed gate stops that method's night only."""
+    from pipelines.modeling.pair_runs import parse_run
+
     outcome = DayOutcome(day, [], {})
     for method in methods:
         try:
             train(cfg, method, day, echo=echo)
-            evaluate(cfg, method, day)
-            regression_gate(cfg, method, day)
+            if parse_run(cfg, method) is None:  # a pair run is evaluated as it trains, without a regression gate
+                evaluate(cfg, method, day)
+                regression_gate(cfg, method, day)
             infer(cfg, method, day, echo=echo)
             validate_embeddings(cfg, method, day, echo=echo)
             publish(cfg, method, day, echo=echo)

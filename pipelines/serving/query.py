@@ -10,6 +10,7 @@ The Python API mirrors ``seqrep query``::
     q.similar_items("50", method="sasrec", k=10)    # nearest items by <v_i, v_j>
     q.similar_users("196", method="sasrec", k=10)
     q.recommend("196", method="sasrec", k=10)       # by <u, v_i>, the user's seen items excluded
+    q.recommend("u7", method="emcdr.shop_to_app", domain="app")   # a cross-domain pair run's, the app's items
 
 ``day=None`` means the newest day with embeddings of that method (each result says which day).
 Only published versions are read: the day's publish record names the live version, whose tables
@@ -288,12 +289,28 @@ class Query:
             "AND list_contains($idx, item_idx)", {"m": method, "d": d, "idx": idx}).fetchall()
         return {int(i): (dom, item) for i, dom, item in rows}
 
-    def _ranked_items(self, method: str, d: date, query: np.ndarray, k: int, exclude: set[int]) -> list[dict[str, Any]]:
+    def _ranked_items(self, method: str, d: date, query: np.ndarray, k: int, exclude: set[int],
+                      domain: str | None = None) -> list[dict[str, Any]]:
+        """The top ``k`` items by inner product with ``query``, without ``exclude`` (and only of
+        ``domain``, when given)."""
         index = self._index(method, d)
+        allowed = None
+        if domain is not None:
+            allowed = {int(r[0]) for r in self.con.execute(
+                "SELECT item_idx FROM item_embeddings WHERE model = $m AND dt = $d AND domain = $dom",
+                {"m": method, "d": d, "dom": domain}).fetchall()}
+            if not allowed:
+                domains = [r[0] for r in self.con.execute(
+                    "SELECT DISTINCT domain FROM item_embeddings WHERE model = $m AND dt = $d ORDER BY 1",
+                    {"m": method, "d": d}).fetchall()]
+                raise QueryError(f"{method} has no items of domain {domain!r} as of {d}; its domains: {', '.join(domains)}")
         want = k + len(exclude)
+        if allowed is not None:  # the domain's share of the catalogue: expect that share of each answer
+            want = min(index.index.ntotal, want * -(-index.index.ntotal // len(allowed)))
         while True:
             scores, ids = index.search(query[None, :], want)
-            hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in exclude]
+            hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0])
+                    if i >= 0 and int(i) not in exclude and (allowed is None or int(i) in allowed)]
             if len(hits) >= k or (ids[0] < 0).any() or want >= index.index.ntotal:
                 break
             want = min(2 * want, index.index.ntotal)  # an approximate index may return excluded items first
@@ -311,14 +328,16 @@ class Query:
         return self._ranked_items(method, d, vec, self._k(k), {idx})
 
     @consistent
-    def recommend(self, user_id: str, method: str, k: int = 10, day: date | str | None = None) -> list[dict[str, Any]]:
-        """The ``k`` items with the largest ``<u, v_i>`` among those the user has no event on up to the day."""
+    def recommend(self, user_id: str, method: str, k: int = 10, day: date | str | None = None,
+                  domain: str | None = None) -> list[dict[str, Any]]:
+        """The ``k`` items with the largest ``<u, v_i>`` among those the user has no event on up to
+        the day (of ``domain`` only, when given: the target of a cross-domain pair run, say)."""
         d = self.resolve_day(method, day)
         u = self.user(user_id, method, d)
         seen = {int(r[0]) for r in self.con.execute(
             "SELECT DISTINCT item_idx FROM user_items WHERE user_idx = $u AND dt <= $d",
             {"u": u["user_idx"], "d": d}).fetchall()} if "user_items" in self.views else set()
-        return self._ranked_items(method, d, np.asarray(u["vector"], np.float32), self._k(k), seen)
+        return self._ranked_items(method, d, np.asarray(u["vector"], np.float32), self._k(k), seen, domain)
 
     @consistent
     def similar_users(self, user_id: str, method: str, k: int = 10, day: date | str | None = None) -> list[dict[str, Any]]:
