@@ -307,3 +307,31 @@ def test_pair_runs_are_published_and_queried_like_methods(spark, built):
     assert main(["query", "recommend", COLD, "--method", "emcdr.ab", "--domain", "B", "--warehouse", str(wh.root),
                  "--json"]) == 0
     assert main(["query", "recommend", COLD, "--method", "emcdr.ab", "--domain", "C", "--warehouse", str(wh.root)]) == 2
+
+
+def test_synthetic_taste_carries_across_domains_and_zero_changes_nothing():
+    """``synthetic.user_taste``: a user's sessions favour their two category indices in both
+    domains (what makes the synthetic logs a cross-domain benchmark); at 0 the logs are as before."""
+    import numpy as np
+
+    from pipelines.core.config import SyntheticConfig
+    from pipelines.etl.synthetic_logs import generate_day, item_catalogue
+
+    base = SyntheticConfig(users=50, events_per_day=4000, items_per_domain=400)
+    cat = item_catalogue(base)
+    category = dict(zip(cat["item_id"], cat["category"]))
+    favourite = np.random.default_rng([base.seed, 2]).integers(0, base.categories_per_domain, (base.users, 2))
+
+    def favourite_share(table, u: int) -> dict[str, float]:
+        """Per domain, the share of user u's events in their favourite category indices."""
+        mine = [category[i] for who, i in zip(table.column("uid").to_pylist(), table.column("sku").to_pylist())
+                if who == f"u{u:07d}"]
+        liked = {f"cat{k:02d}" for k in favourite[u]}
+        return {d: np.mean([c.split("/")[1] in liked for c in mine if c.startswith(d + "/")]) for d in base.domains}
+
+    plain = generate_day(base, D1, cat)
+    assert plain.equals(generate_day(base.model_copy(update={"user_taste": 0.0}), D1, cat))
+    tasted = generate_day(base.model_copy(update={"user_taste": 0.9}), D1, cat)
+    for u in (0, 1):  # the most active users
+        assert all(v > 0.6 for v in favourite_share(tasted, u).values()), favourite_share(tasted, u)
+        assert all(v < 0.3 for v in favourite_share(plain, u).values()), favourite_share(plain, u)

@@ -135,6 +135,11 @@ class SyntheticConfig(_Section):
     domains: tuple[str, ...] = ("books", "games")
     categories_per_domain: int = Field(20, ge=1)
     zipf_a: float = Field(1.1, gt=1.0)
+    #: Share of a user's sessions that browse one of their own two favourite categories, the same
+    #: category index in every domain (books/cat03 and games/cat03): a taste that carries across
+    #: domains, what a cross-domain method can learn. 0: every session's category at random (and
+    #: the logs byte for byte as before the setting existed).
+    user_taste: float = Field(0.0, ge=0.0, le=1.0)
     #: Share of rows made bad on purpose (null ids, unknown types, duplicates, late arrivals).
     bad_row_rate: float = Field(0.002, ge=0.0, le=0.5)
 

@@ -9,7 +9,9 @@ realistic enough to test a pipeline:
 - users browse in sessions: a session stays mostly within one category, events inside it are
   seconds to minutes apart, and sessions are hours apart (so some cross midnight);
 - a view -> cart -> buy funnel (carts and buys follow views of the same item);
-- two domains with their own catalogue, item titles and categories as text;
+- two domains with their own catalogue, item titles and categories as text; with
+  ``synthetic.user_taste``, users favour two category indices in every domain (a taste a
+  cross-domain method can carry from one domain to the other);
 - a small share of bad rows on purpose: empty user ids, unknown actions, exact duplicate rows,
   and late arrivals (an event logged in the next day's folder).
 """
@@ -70,6 +72,9 @@ def generate_day(cfg: SyntheticConfig, day: date, catalogue: dict[str, np.ndarra
     """One day of events (before bad rows and late arrivals), sorted by time."""
     rng = np.random.default_rng([cfg.seed, day.toordinal()])  # drawn from in this order, step by step
     s_user, s_len, s_start, s_cat = _sessions(cfg, rng, catalogue)
+    if cfg.user_taste > 0:  # its own stream: the draws above and below are those of user_taste 0
+        s_cat = _with_taste(cfg, np.random.default_rng([cfg.seed, day.toordinal(), 1]), s_user, s_cat,
+                            np.unique(catalogue["category"]))
     t = _click_times(rng, s_start, s_len)
     item = _click_items(cfg, rng, catalogue, s_cat, s_len)
     extra_idx, extra_act, extra_dt = _funnel(rng, len(t))
@@ -111,6 +116,19 @@ def _sessions(cfg: SyntheticConfig, rng: np.random.Generator, catalogue: dict[st
     # Each session browses one category of one domain.
     s_item_seed = rng.integers(0, len(catalogue["item_id"]), n_sessions)
     return s_user, s_len, hour * 3600.0, catalogue["category"][s_item_seed]
+
+
+def _with_taste(cfg: SyntheticConfig, rng: np.random.Generator, s_user: np.ndarray, s_cat: np.ndarray,
+                categories: np.ndarray) -> np.ndarray:
+    """``user_taste`` of the sessions browse one of their user's two favourite category indices
+    (fixed by the seed, shared by every domain), in the domain the session had (where the
+    catalogue has that category: a small one may not)."""
+    favourite = np.random.default_rng([cfg.seed, 2]).integers(0, cfg.categories_per_domain, (cfg.users, 2))
+    pick = favourite[s_user, rng.integers(0, 2, len(s_user))]
+    domain = np.array([c.rsplit("/", 1)[0] for c in s_cat], dtype=object)
+    liked = np.array([f"{d}/cat{k:02d}" for d, k in zip(domain, pick)], dtype=object)
+    use = (rng.random(len(s_user)) < cfg.user_taste) & np.isin(liked, categories)
+    return np.where(use, liked, s_cat)
 
 
 def _click_times(rng: np.random.Generator, s_start: np.ndarray, s_len: np.ndarray) -> np.ndarray:
