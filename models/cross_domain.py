@@ -111,7 +111,7 @@ class MixedSASRec(SASRec):
 class EMCDRParams(ModelParams):
     #: The source-domain run whose user vectors are mapped: ``method@version`` of a run on the
     #: pair's source view, or a method's name: its run on that view with the config's settings
-    #: as of the same day (trained first when missing).
+    #: as of the same day (trained first).
     source_run: str = "lightgcn"
     #: The target-domain run (the same forms, on the pair's target view): its user vectors are
     #: the mapping's targets, its item vectors rank.

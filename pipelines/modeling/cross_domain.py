@@ -14,7 +14,7 @@
 
 A model trained on a pair is stored like any other (``models/<method>/<version>``), its version
 hashed with the pair and view (``pair_scope``); ``train_on_pair`` trains one. Runs that it reads
-by method name (``pipelines/modeling/pair_runs.py``) are trained first when missing.
+by method name (``pipelines/modeling/pair_runs.py``) are trained first.
 """
 
 from __future__ import annotations
@@ -29,23 +29,20 @@ from models.data import SequenceData, train_positions
 from models.errors import DataError
 from pipelines.core.config import PAIR_VIEWS, Config
 from pipelines.modeling.data import load_pair
-from pipelines.modeling.pair_runs import PairRun, find_pair, needed_runs, run_config, run_folder
+from pipelines.modeling.pair_runs import PairRun, find_pair, needed_runs, run_config
 
 
 def train_on_pair(cfg: Config, name: str, day: date, pair: str, view: str, *, sets: list[str] = (),
                   echo=print, **kwargs: Any):
     """``pipelines.modeling.train.train_method`` on the pair's ``view`` as of ``day``; the runs it
-    reads by method name are trained first where their version is missing (module docstring)."""
+    reads by method name are trained first, on the same day's data (a rerun of a day never reads
+    a run trained on what the day held before)."""
     from pipelines.modeling.train import train_method
 
     run = PairRun(pair, name, view)
     for need in needed_runs(cfg, run, sets).values():
-        _, folder = run_folder(cfg, need, day)
-        if (folder / "model.safetensors").is_file():
-            echo(f"{run.method} reads {need.method} on {need.scope}: {folder.name} (trained before)")
-        else:
-            echo(f"{run.method} reads {need.method} on {need.scope}: training it first")
-            train_on_pair(cfg, need.method, day, need.pair, need.view, echo=echo, evaluate=False)
+        echo(f"{run.method} reads {need.method} on {need.scope}: training it first")
+        train_on_pair(cfg, need.method, day, need.pair, need.view, echo=echo, evaluate=False)
     _, resolved = run_config(cfg, run, day, sets)
     return train_method(cfg, name, day, data=load_pair_data(cfg, day, pair, view), scope=run.scope,
                         sets=resolved, echo=echo, **kwargs)

@@ -19,7 +19,7 @@
   ``method``, ``model_version``, ``asof``, ``n_events`` (the item's events up to D), every item
   of the model's vocabulary.
 
-A cross-domain pair run (``METHOD.PAIR``, ``pipelines/modeling/cross_domain.py``) is inferred
+A cross-domain pair run (``METHOD.PAIR``, ``pipelines/modeling/pair_runs.py``) is inferred
 the same way from its pair's view: its users are the view's users (their events in the view as
 of the day; a cold-start-in-target user is encoded from their source events) and its items the
 ones its rankings cover (the target's).
@@ -65,7 +65,7 @@ class Trained:
     folder: Path
     day: date  # the last day of the data it was trained on
     name: str = ""  # the tables' model name: the method, or a pair run's METHOD.PAIR
-    run: Any = None  # the pair run (pipelines.modeling.cross_domain.PairRun), or None
+    run: Any = None  # the pair run (pipelines.modeling.pair_runs.PairRun), or None
     #: The domains of the items it ranks (a pair run: the target's, a source-view run's source;
     #: None: every domain).
     domains: list[str] | None = None
@@ -146,8 +146,8 @@ def load_pair_histories(cfg: Config, day: date, trained: Trained) -> tuple[Seque
     """``load_histories`` of a pair run: its view's histories and users (module docstring)."""
     from models.infer import restrict_items
     from pipelines.modeling.cross_domain import load_pair_data
-    from pipelines.modeling.pair_runs import find_pair
     from pipelines.modeling.data import pair_users
+    from pipelines.modeling.pair_runs import find_pair
 
     run = trained.run
     data = load_pair_data(cfg, day, run.pair, run.view)

@@ -6,7 +6,7 @@ hashed with the pair and view (``pair_scope``). A run that reads other runs (EMC
 ``source_run`` and ``target_run``) may name them by method alone: that method's run on the
 pair's source (target) view with the config's settings as of the same day, resolved to
 ``method@version`` before the version is hashed (so it changes with theirs);
-``pipelines.modeling.cross_domain.train_on_pair`` trains such runs first when they are missing.
+``pipelines.modeling.cross_domain.train_on_pair`` trains such runs first.
 
 Published, a :class:`PairRun` (a method on a pair's view, ``cross_domain.methods``) is named
 ``METHOD.PAIR`` (its entry ``METHOD``: the method's own view) or ``METHOD.VIEW.PAIR`` (its entry

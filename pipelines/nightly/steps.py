@@ -15,7 +15,7 @@
 
 A cross-domain pair run (``METHOD.PAIR``, ``cross_domain.methods``) takes the same steps but the
 evaluation (``train`` evaluates it) and the regression gate: it is fully retrained each night on
-its pair's view as of the day (runs it reads by method name first, when missing).
+its pair's view as of the day (runs it reads by method name first).
 
 Every step reads only what exists up to its day: sequences as of D, the model trained on D,
 publish records of days before D. A backfilled day therefore computes what that day's nightly
