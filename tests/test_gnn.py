@@ -78,6 +78,44 @@ def test_srgnn_shapes_padding_and_learning():
     assert float(loss) < first / 3
 
 
+def test_gcsan_attends_over_the_hand_built_graph_states_in_position_order():
+    """GC-SAN on 3 4 3 5 (a revisit of 3): the graph layers run on the graph built by hand
+    (nodes 3, 4, 5; edges 3->4, 4->3, 3->5), their states are read back per position (3's state
+    twice), and the user vector is omega * attention output + (1 - omega) * last state."""
+    torch.manual_seed(0)
+    model = build(method_config("gcsan", sets=["model.dim=16", "model.max_len=6", "model.num_heads=2",
+                                               "model.omega=0.7"]), 10).eval()
+    history, lengths = torch.tensor([[3, 4, 3, 5, 0, 0]]), torch.tensor([4])
+    with torch.no_grad():
+        h = model.ggnn(model.item(torch.tensor([3, 4, 5])), torch.tensor([[0, 1, 0], [1, 0, 2]]))
+        by_hand = h[torch.tensor([0, 1, 0, 2])]
+        states, valid = model.graph_states(history, lengths)
+        torch.testing.assert_close(states[0, :4], by_hand)
+        assert valid.tolist() == [[True] * 4 + [False] * 2] and not states[0, 4:].any()
+        attended = model.san(by_hand[None])[0, -1]
+        torch.testing.assert_close(model.encode(history, lengths)[0], 0.7 * attended + 0.3 * by_hand[-1])
+        # right padding is never read
+        torch.testing.assert_close(model.encode(history[:, :4], lengths), model.encode(history, lengths))
+
+
+def test_gcsan_learns_like_srgnn():
+    data = _tiny()
+    model = build(method_config("gcsan", sets=["model.dim=16", "model.max_len=4", "model.attention_dropout=0"]),
+                  data.n_items)
+    examples = model.training_examples(data)
+    assert examples.shape == (int((data.train_len - 1).sum()), 5)  # SR-GNN's examples: one per prefix
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    first = float(model.loss(examples).detach())
+    for _ in range(40):
+        opt.zero_grad()
+        loss = model.loss(examples)
+        loss.backward()
+        opt.step()
+    assert float(loss) < first / 3
+    with pytest.raises(ValueError, match="multiple of model.num_heads"):
+        build(method_config("gcsan", sets=["model.dim=10", "model.num_heads=4"]), 5)
+
+
 def test_lightgcn_needs_users_and_a_warehouse():
     mc = method_config("lightgcn")
     with pytest.raises(ValueError, match="n_users"):
