@@ -58,6 +58,9 @@ class SequenceModel(nn.Module):
     Params: ClassVar[type[ModelParams]] = ModelParams
     #: Has embeddings to publish (False: a baseline that only ranks).
     learned: ClassVar[bool] = True
+    #: Fitted in ``prepare`` by its own library (item2vec: gensim), not by the trainer's gradient
+    #: epochs; a night's "warm start" is a full fit.
+    fits_itself: ClassVar[bool] = False
     #: Reads each event's behavior besides its item (``SequenceData.event_codes``).
     uses_event_codes: ClassVar[bool] = False
     #: The view of a cross-domain pair it trains on unless told otherwise (``target``: the

@@ -99,7 +99,7 @@ class Trainer:
         self.model.to(self.device)
         t0 = time.perf_counter()
         self.model.prepare(self.data)
-        if self.model.learned:
+        if self.model.learned and not self.model.fits_itself:
             self.fit(resume=resume)
         else:
             self.best_state = self.model.state_dict()

@@ -81,6 +81,8 @@ def warm_start(cfg: Config, method: str, day: date):
     last_full = date.fromisoformat(last["full_day"])
     if not night.warm_start or not get_method(method).learned:
         return None, day, "warm start off"
+    if get_method(method).fits_itself:
+        return None, day, "fitted whole each night"
     if last["model_version"].rsplit("-", 1)[-1] != folder.name.rsplit("-", 1)[-1]:
         return None, day, f"configuration changed since {last['model_version']}"
     if (day - last_full).days >= night.full_retrain_days:
