@@ -3,8 +3,10 @@
 Each evaluated user reads the last ``max_len`` events of their history (the split's
 ``history_len``), every item is scored (every candidate item, when the data names candidates: a
 cross-domain pair ranks its target's items only), the user's seen items are masked (``mask_seen``), and
-``models.metrics`` turns the target ranks into HR, NDCG and MRR at 10 and 20. Per-user values are
-kept so methods and seeds can be compared paired on users.
+``models.metrics`` turns the target ranks into HR, NDCG and MRR at 10 and 20. The same pass keeps
+each user's top 20 for the metrics beyond accuracy (``models.metrics``: popularity, novelty,
+long-tail share and intra-list diversity per user; coverage, Gini index and entropy of the
+catalogue). Per-user values are kept so methods and seeds can be compared paired on users.
 
 A user with no history at all (a cold-start-in-target user of a pair's target-only view) is
 ranked by the training popularity, what a deployed recommender falls back to, never by an
@@ -13,14 +15,15 @@ encoder's state of an all-padding input.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from models.base import SequenceModel
 from models.data import SequenceData, ragged_positions, ragged_rows
-from models.metrics import mask_scores, metrics_from_ranks, target_ranks
+from models.metrics import (catalogue_metrics, list_metrics, mask_scores, metrics_from_ranks, popularity_buckets,
+                            target_ranks)
 
 KS = (10, 20)
 
@@ -30,9 +33,12 @@ class EvalResult:
     split: str
     users: np.ndarray  # user_idx of each evaluated row
     per_user: dict[tuple[str, int], np.ndarray]
+    #: Metrics of the whole catalogue's lists (coverage, gini, entropy at each K): no per-user value.
+    catalogue: dict[tuple[str, int], float] = field(default_factory=dict)
 
     def mean(self) -> dict[tuple[str, int], float]:
-        return {key: float(v.mean()) if len(v) else float("nan") for key, v in self.per_user.items()}
+        means = {key: float(v.mean()) if len(v) else float("nan") for key, v in self.per_user.items()}
+        return {**means, **self.catalogue}
 
 
 @torch.no_grad()
@@ -51,6 +57,15 @@ def evaluate(model: SequenceModel, data: SequenceData, split: str, *, mask_seen:
     if data.candidates is not None:
         outside = torch.ones(data.n_items + 1, dtype=torch.bool, device=device)
         outside[torch.as_tensor(data.candidates, device=device)] = False
+    # What the lists' metrics read: training popularity, its buckets, the item vectors.
+    counts = torch.as_tensor(data.item_counts())
+    buckets = popularity_buckets(counts)
+    try:
+        vectors = model.item_embeddings().detach().float().cpu()[:data.n_items + 1]
+    except NotImplementedError:  # a baseline: no vectors, no diversity
+        vectors = None
+    width = max(KS)
+    in_lists = {k: torch.zeros(data.n_items + 1, dtype=torch.long) for k in KS}
     for lo in range(0, len(sp), step):
         rows, hist = sp.rows[lo:lo + step], sp.history_len[lo:lo + step]
         history, lengths = model.histories(data, rows, hist)
@@ -74,7 +89,24 @@ def evaluate(model: SequenceModel, data: SequenceData, split: str, *, mask_seen:
             r = c = torch.zeros(0, dtype=torch.long, device=device)
         mask_scores(scores, r, c)
         ranks = target_ranks(scores, torch.as_tensor(sp.targets[lo:lo + step], device=device))
-        for key, value in metrics_from_ranks(ranks.cpu(), KS).items():
+        # Ties keep the lower item index first (a stable sort): lists do not depend on the kernel.
+        top_scores, top = (t[:, :width] for t in scores.sort(dim=1, descending=True, stable=True))
+        top, ok = _widen(top.cpu(), torch.isfinite(top_scores).cpu(), width)
+        for k in KS:
+            in_lists[k] += torch.bincount(top[:, :k][ok[:, :k]], minlength=data.n_items + 1)
+        for key, value in {**metrics_from_ranks(ranks.cpu(), KS),
+                           **list_metrics(top, ok, counts, len(data.users), buckets, vectors, KS)}.items():
             per_user.setdefault(key, []).append(value.numpy())
     model.train(was_training)
-    return EvalResult(split, data.users[sp.rows], {k: np.concatenate(v) for k, v in per_user.items()})
+    candidates = torch.as_tensor(data.candidates) if data.candidates is not None else torch.arange(1, data.n_items + 1)
+    catalogue = {(name, k): value for k in KS for name, value in catalogue_metrics(in_lists[k], candidates).items()}
+    return EvalResult(split, data.users[sp.rows], {k: np.concatenate(v) for k, v in per_user.items()}, catalogue)
+
+
+def _widen(top: torch.Tensor, ok: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lists of a catalogue smaller than ``width`` padded to it (item 0, not valid)."""
+    if top.size(1) == width:
+        return top, ok
+    pad = width - top.size(1)
+    return (torch.cat([top, torch.zeros(len(top), pad, dtype=top.dtype)], 1),
+            torch.cat([ok, torch.zeros(len(ok), pad, dtype=torch.bool)], 1))

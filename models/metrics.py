@@ -12,6 +12,25 @@ With a set of targets T (the temporal protocol's items of a day; leave-one-out h
 - NDCG@K = sum_{t in T, rank_t <= K} 1 / log2(rank_t + 1)  /  sum_{i=1}^{min(|T|, K)} 1 / log2(i + 1)
 
 With one target these are the usual hit rate, reciprocal rank and 1 / log2(rank + 1).
+
+Beyond accuracy, from the same ranking's top K list ``R_u`` of each user (``list_metrics``, per
+user; items scoring -inf never enter a list), with ``c_i`` item i's training events, ``|U|`` the
+users and the popularity buckets of ``popularity_buckets``:
+
+- popularity@K = mean_{i in R_u} c_i (the average popularity of what is recommended);
+- novelty@K    = mean_{i in R_u} log2(|U| / max(c_i, 1)) (mean self-information; Zhou et al., PNAS 2010);
+- tail@K       = the share of R_u in the long tail (the least popular items that make the last third
+  of the training events);
+- ild@K        = mean over pairs i != j of R_u of 1 - cos(v_i, v_j) (intra-list diversity, from the
+  model's item vectors; none for a method without them).
+
+and over the whole catalogue of candidates C, from the number of lists ``n_i`` each item is in
+(``catalogue_metrics``):
+
+- coverage@K = |{i in C : n_i > 0}| / |C|;
+- gini@K     = sum_k (2k - |C| - 1) n_(k) / (|C| sum_i n_i), the n_(k) in ascending order (0: every
+  item recommended equally often, towards 1: one item to everyone);
+- entropy@K  = -sum_i p_i log2 p_i with p_i = n_i / sum_j n_j (Shannon, in bits).
 """
 
 from __future__ import annotations
@@ -65,3 +84,59 @@ def mask_scores(scores: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
     if rows.numel():
         scores[rows, cols] = -math.inf
     return scores
+
+
+#: Metrics of the recommended lists (``list_metrics``) and of the catalogue (``catalogue_metrics``).
+LIST_METRICS = ("popularity", "novelty", "tail", "ild")
+CATALOGUE_METRICS = ("coverage", "gini", "entropy")
+
+
+def popularity_buckets(counts: Tensor) -> Tensor:
+    """0 (head), 1 (torso) or 2 (tail) per item of ``counts`` [N] (training events; index 0 is
+    padding): items by decreasing count (ties: lower index first), the head those that make the
+    first third of all events, the torso the second, the tail the rest and every item never seen."""
+    order = torch.argsort(-counts.double(), stable=True)
+    total = counts.double().sum().clamp(min=1.0)
+    before = torch.cumsum(counts.double()[order], 0) - counts.double()[order]  # events of more popular items
+    bucket = torch.empty_like(counts, dtype=torch.long)
+    bucket[order] = torch.where(before < total / 3, 0, torch.where(before < 2 * total / 3, 1, 2))
+    bucket[counts <= 0] = 2
+    return bucket
+
+
+def list_metrics(items: Tensor, valid: Tensor, counts: Tensor, n_users: int, tail: Tensor,
+                 vectors: Tensor | None, ks: tuple[int, ...] = (10, 20)) -> dict[tuple[str, int], Tensor]:
+    """Per-user popularity, novelty, tail share and intra-list diversity at each K (module
+    docstring) of the top lists ``items`` [B, >= max K] (``valid`` [B, >= max K]: False where the
+    list ran out of candidates); ``vectors`` [N, d] the item vectors, or None."""
+    out: dict[tuple[str, int], Tensor] = {}
+    c = counts.double()
+    novelty = torch.log2(n_users / c.clamp(min=1.0))
+    unit = None if vectors is None else torch.nn.functional.normalize(vectors.double(), dim=1)
+    for k in ks:
+        top, ok = items[:, :k], valid[:, :k].double()
+        n = ok.sum(1).clamp(min=1.0)
+        out[("popularity", k)] = (c[top] * ok).sum(1) / n
+        out[("novelty", k)] = (novelty[top] * ok).sum(1) / n
+        out[("tail", k)] = ((tail[top] == 2).double() * ok).sum(1) / n
+        if unit is not None:
+            v = unit[top] * ok.unsqueeze(-1)  # [B, k, d]; rows past the list are zero
+            pairs = ok.unsqueeze(2) * ok.unsqueeze(1) * (1 - torch.eye(k, dtype=torch.double))
+            dist = (1 - v @ v.transpose(1, 2)) * pairs
+            out[("ild", k)] = dist.sum((1, 2)) / pairs.sum((1, 2)).clamp(min=1.0)
+    return out
+
+
+def catalogue_metrics(list_counts: Tensor, candidates: Tensor) -> dict[str, float]:
+    """Coverage, Gini index and entropy (module docstring) of ``list_counts`` [N] (how many lists
+    each item is in) over the ``candidates`` [C] items."""
+    n = list_counts[candidates].double()
+    total = float(n.sum())
+    if total == 0 or len(n) == 0:
+        return {"coverage": 0.0, "gini": float("nan"), "entropy": float("nan")}
+    ascending = n.sort().values
+    k = torch.arange(1, len(n) + 1, dtype=torch.double)
+    p = n[n > 0] / total
+    return {"coverage": float((n > 0).double().mean()),
+            "gini": float(((2 * k - len(n) - 1) * ascending).sum() / (len(n) * total)),
+            "entropy": float(-(p * torch.log2(p)).sum())}

@@ -88,3 +88,65 @@ def test_many_targets_rank_like_the_direct_comparison():
     assert torch.equal(ranks, expected)
     one = torch.cat([target_ranks(scores, targets[:, i:i + 1]) for i in range(7)], 1)
     assert torch.equal(one, expected)
+
+
+# -- beyond accuracy ------------------------------------------------------------------------------
+
+def test_popularity_buckets_are_thirds_of_the_events_ties_by_index():
+    from models.metrics import popularity_buckets
+
+    # 12 events: item 1 (6) makes the first third alone, item 2 (3) starts before 8: torso, the rest tail.
+    assert popularity_buckets(torch.tensor([0, 6, 3, 2, 1, 0])).tolist() == [2, 0, 1, 2, 2, 2]
+    # ties: equal counts in index order, a third each
+    assert popularity_buckets(torch.tensor([0, 2, 2, 2])).tolist() == [2, 0, 1, 2]
+
+
+def test_list_metrics_by_hand():
+    from models.metrics import list_metrics, popularity_buckets
+
+    counts = torch.tensor([0, 6, 3, 2, 1, 0])
+    items = torch.tensor([[1, 2], [3, 0]])
+    valid = torch.tensor([[True, True], [True, False]])  # user 1's list ran out of candidates
+    vectors = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
+    m = list_metrics(items, valid, counts, 8, popularity_buckets(counts), vectors, ks=(2,))
+    assert m[("popularity", 2)].tolist() == [4.5, 2.0]
+    assert m[("novelty", 2)].tolist() == pytest.approx([(math.log2(8 / 6) + math.log2(8 / 3)) / 2, math.log2(8 / 2)])
+    assert m[("tail", 2)].tolist() == [0.0, 1.0]  # items 1 (head) and 2 (torso); item 3 is in the tail
+    assert m[("ild", 2)].tolist() == pytest.approx([1.0, 0.0])  # orthogonal pair; one item has no pair
+    assert ("ild", 2) not in list_metrics(items, valid, counts, 8, popularity_buckets(counts), None, ks=(2,))
+
+
+def test_catalogue_metrics_one_item_for_everyone_and_an_even_spread():
+    from models.metrics import catalogue_metrics
+
+    candidates = torch.tensor([1, 2, 3, 4])
+    one = catalogue_metrics(torch.tensor([0, 5, 0, 0, 0]), candidates)
+    assert one == {"coverage": 0.25, "gini": pytest.approx(0.75), "entropy": 0.0}  # gini (n - 1) / n: its maximum
+    even = catalogue_metrics(torch.tensor([9, 2, 2, 2, 2]), candidates)  # item 0 is no candidate
+    assert even == {"coverage": 1.0, "gini": 0.0, "entropy": pytest.approx(2.0)}
+
+
+def test_evaluation_keeps_lists_ties_by_index_and_an_empty_tail():
+    """Through ``models.evaluate``: a constant scorer recommends the lowest indexes to everyone (ties
+    by index), none of them in the tail when they are the popular ones."""
+    from datetime import date
+
+    import numpy as np
+
+    from models.data import SequenceData, Split
+    from models.evaluate import evaluate
+    from models.registry import build, method_config
+
+    # 3 users, 25 items; items 1-20 are the popular ones (each in every training history once), 21-25 rare.
+    hist = [list(range(1, 21)) + [21 + u, 24] for u in range(3)]
+    lengths = np.array([len(h) for h in hist])
+    data = SequenceData(date(2024, 1, 1), "loo", 25, np.arange(3), np.concatenate([[0], np.cumsum(lengths)]),
+                        np.concatenate(hist).astype(np.int64), lengths - 1,
+                        {"test": Split(np.arange(3), lengths - 1, np.array([[24]] * 3))})
+    pop = build(method_config("pop"), 25)
+    pop.popularity = torch.ones(26)  # a constant scorer: every score ties
+    res = evaluate(pop, data, "test", mask_seen=False).mean()
+    assert res[("coverage", 10)] == pytest.approx(10 / 25) and res[("gini", 10)] == pytest.approx(
+        sum((2 * k - 25 - 1) * (3 if k > 15 else 0) for k in range(1, 26)) / (25 * 30))
+    assert res[("tail", 10)] == 0.0 and res[("popularity", 10)] == 3.0  # items 1-10: 3 events each
+    assert res[("entropy", 10)] == pytest.approx(math.log2(10))

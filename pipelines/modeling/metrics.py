@@ -44,17 +44,29 @@ def read_metrics(wh: Warehouse, method: str, day: date, version: str) -> list[di
     return pq.read_table(path).to_pylist() if path.is_file() else None
 
 
+#: Columns of ``format_table``: accuracy at each K, then the metrics beyond accuracy at 10.
+TABLE_COLUMNS = ([(m, k) for k in KS for m in ("hr", "ndcg", "mrr")],
+                 [(m, 10) for m in ("coverage", "gini", "entropy", "popularity", "novelty", "tail", "ild")])
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """Methods as rows, HR/NDCG/MRR at each K as columns."""
-    cols = [(m, k) for k in KS for m in ("hr", "ndcg", "mrr")]
+    """Methods as rows, HR/NDCG/MRR at each K as columns; below, the metrics beyond accuracy at 10
+    (``models/metrics.py``) where the rows have them."""
     by_method: dict[str, dict[tuple[str, int], float]] = {}
     for r in rows:
         by_method.setdefault(r["method"], {})[(r["metric"], r["k"])] = r["value"]
-    head = f"{'method':<10}" + "".join(f"{m.upper() + '@' + str(k):>10}" for m, k in cols)
-    lines = [head, "-" * len(head)]
-    for method, values in by_method.items():
-        lines.append(f"{method:<10}" + "".join(f"{values.get(c, float('nan')):>10.4f}" for c in cols))
-    return "\n".join(lines)
+    blocks = []
+    for cols in TABLE_COLUMNS:
+        if not any(c in values for values in by_method.values() for c in cols):
+            continue
+        labels = [f"{m.upper()}@{k}" for m, k in cols]
+        w = max(10, *(len(x) + 2 for x in labels))
+        head = f"{'method':<10}" + "".join(f"{x:>{w}}" for x in labels)
+        lines = [head, "-" * len(head)]
+        for method, values in by_method.items():
+            lines.append(f"{method:<10}" + "".join(f"{values.get(c, float('nan')):>{w}.4f}" for c in cols))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def ndcg_at_10(wh: Warehouse, method: str, day: date, version: str, split: str = "test") -> float:
