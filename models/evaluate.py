@@ -6,7 +6,9 @@ cross-domain pair ranks its target's items only), the user's seen items are mask
 ``models.metrics`` turns the target ranks into HR, NDCG and MRR at 10 and 20. The same pass keeps
 each user's top 20 for the metrics beyond accuracy (``models.metrics``: popularity, novelty,
 long-tail share and intra-list diversity per user; coverage, Gini index and entropy of the
-catalogue). Per-user values are kept so methods and seeds can be compared paired on users.
+catalogue). Per-user values are kept so methods and seeds can be compared paired on users, and
+each user's segments (``segment_labels``: the length of their history, the popularity bucket of
+their target) so accuracy can be read per segment.
 
 A user with no history at all (a cold-start-in-target user of a pair's target-only view) is
 ranked by the training popularity, what a deployed recommender falls back to, never by an
@@ -26,6 +28,8 @@ from models.metrics import (catalogue_metrics, list_metrics, mask_scores, metric
                             target_ranks)
 
 KS = (10, 20)
+#: History-length buckets of ``segment_labels``: upper bounds of all but the last.
+HISTORY_BUCKETS = (5, 20, 50)
 
 
 @dataclass
@@ -35,6 +39,8 @@ class EvalResult:
     per_user: dict[tuple[str, int], np.ndarray]
     #: Metrics of the whole catalogue's lists (coverage, gini, entropy at each K): no per-user value.
     catalogue: dict[tuple[str, int], float] = field(default_factory=dict)
+    #: Each user's label per segmentation (``segment_labels``), in ``users``' order.
+    segments: dict[str, np.ndarray] = field(default_factory=dict)
 
     def mean(self) -> dict[tuple[str, int], float]:
         means = {key: float(v.mean()) if len(v) else float("nan") for key, v in self.per_user.items()}
@@ -100,7 +106,20 @@ def evaluate(model: SequenceModel, data: SequenceData, split: str, *, mask_seen:
     model.train(was_training)
     candidates = torch.as_tensor(data.candidates) if data.candidates is not None else torch.arange(1, data.n_items + 1)
     catalogue = {(name, k): value for k in KS for name, value in catalogue_metrics(in_lists[k], candidates).items()}
-    return EvalResult(split, data.users[sp.rows], {k: np.concatenate(v) for k, v in per_user.items()}, catalogue)
+    return EvalResult(split, data.users[sp.rows], {k: np.concatenate(v) for k, v in per_user.items()}, catalogue,
+                      segment_labels(sp.history_len, sp.targets[:, 0], buckets.numpy()))
+
+
+def segment_labels(history_len: np.ndarray, first_target: np.ndarray, buckets: np.ndarray) -> dict[str, np.ndarray]:
+    """Per user: ``history``, the length of the history the ranking read (``1-5``, ``6-20``,
+    ``21-50``, ``51+``; ``0`` for none), and ``target``, the popularity bucket of their (first)
+    target item (``head``, ``torso``, ``tail``: ``models.metrics.popularity_buckets``)."""
+    bounds = np.asarray(HISTORY_BUCKETS)
+    names = [f"{lo + 1}-{hi}" for lo, hi in zip((0, *HISTORY_BUCKETS[:-1]), HISTORY_BUCKETS)] + [f"{bounds[-1] + 1}+"]
+    history = np.asarray(names, dtype=object)[np.searchsorted(bounds, history_len, side="left")]
+    history[history_len == 0] = "0"
+    target = np.asarray(["head", "torso", "tail"], dtype=object)[buckets[first_target]]
+    return {"history": history, "target": target}
 
 
 def _widen(top: torch.Tensor, ok: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,6 +21,10 @@ CREATE VIEW sequences AS SELECT * FROM read_parquet(:root || '/sequences/dt=*/*.
 CREATE VIEW metrics AS SELECT * FROM read_parquet(:root || '/metrics/method=*/dt=*/*.parquet',
   hive_partitioning = true, hive_types = {'dt': DATE}, union_by_name = true);
 
+-- The same per segment of users (segmentation: history | target; segment: 1-5, 6-20, ... | head, torso, tail).
+CREATE VIEW metric_segments AS SELECT * FROM read_parquet(:root || '/metric_segments/method=*/dt=*/*.parquet',
+  hive_partitioning = true, hive_types = {'dt': DATE}, union_by_name = true);
+
 -- The live version of each (model, dt): what `seqrep publish` recorded (other versions' tables may lie beside).
 CREATE VIEW published AS SELECT "method" AS model, "asof" AS dt, model_version, users, items, dim
   FROM read_json(:root || '/_manifests/stage=publish/model=*/dt=*.json', columns = {

@@ -150,3 +150,33 @@ def test_evaluation_keeps_lists_ties_by_index_and_an_empty_tail():
         sum((2 * k - 25 - 1) * (3 if k > 15 else 0) for k in range(1, 26)) / (25 * 30))
     assert res[("tail", 10)] == 0.0 and res[("popularity", 10)] == 3.0  # items 1-10: 3 events each
     assert res[("entropy", 10)] == pytest.approx(math.log2(10))
+
+
+def test_segments_by_hand_and_weighted_they_give_the_overall_value():
+    import numpy as np
+
+    from models.evaluate import evaluate, segment_labels
+    from models.registry import build, method_config
+    from pipelines.modeling.metrics import metric_rows, segment_rows
+
+    labels = segment_labels(np.array([0, 1, 5, 6, 20, 21, 50, 51]), np.array([1, 2, 3, 1, 2, 3, 1, 5]),
+                            np.array([2, 0, 1, 2, 2, 2]))
+    assert labels["history"].tolist() == ["0", "1-5", "1-5", "6-20", "6-20", "21-50", "21-50", "51+"]
+    assert labels["target"].tolist() == ["head", "torso", "tail", "head", "torso", "tail", "head", "tail"]
+    from test_models import crafted
+
+    data = crafted(n_users=60)
+    markov = build(method_config("markov"), data.n_items)
+    markov.prepare(data)
+    res = evaluate(markov, data, "test")
+    keys = dict(method="markov", dataset="d", protocol="loo", day=data.day, version="v", seed=0)
+    overall = {(r["metric"], r["k"]): r["value"] for r in metric_rows(res, **keys)}
+    rows = segment_rows(res, **keys)
+    assert {r["segmentation"] for r in rows} == {"history", "target"} and {r["metric"] for r in rows} == {"hr", "ndcg", "mrr"}
+    for segmentation in ("history", "target"):
+        part = [r for r in rows if r["segmentation"] == segmentation]
+        assert sum(r["users"] for r in part if (r["metric"], r["k"]) == ("ndcg", 10)) == len(res.users)
+        for key, value in overall.items():
+            if key[0] in ("hr", "ndcg", "mrr"):
+                weighted = sum(r["value"] * r["users"] for r in part if (r["metric"], r["k"]) == key) / len(res.users)
+                assert weighted == pytest.approx(value), (segmentation, key)

@@ -54,6 +54,17 @@ def test_baselines_are_pinned_and_the_metrics_are_queryable(movielens_wh, capsys
                     "WHERE method = 'markov' AND split = 'test' AND metric = 'ndcg' AND k = 10",
                     [str(movielens_wh / "metrics" / "*" / "*" / "*.parquet")]).fetchone()[0]
     assert n == 1
+    # Beyond accuracy and per segment, through the query views: popularity ranks one list for
+    # everyone (10 of 1,682 items covered); Markov's segments add up to its test users.
+    from pipelines.serving.query import Query
+
+    with Query(movielens_wh) as q:
+        rows = q.sql("SELECT method, value FROM metrics WHERE split = 'test' AND metric = 'coverage' AND k = 10")
+        cover = {r["method"]: r["value"] for r in rows.to_pylist()}
+        assert cover["pop"] < 0.1 < cover["markov"], cover  # the same popular items, less the seen ones (0.054)
+        sizes = q.sql("SELECT segmentation, sum(users) AS n FROM metric_segments WHERE method = 'markov' "
+                      "AND split = 'test' AND metric = 'ndcg' AND k = 10 GROUP BY ALL ORDER BY 1").to_pylist()
+        assert sizes == [{"segmentation": "history", "n": 943}, {"segmentation": "target", "n": 943}]
 
 
 # Each learned method at a small fixed budget (CPU, float32, seed 1: deterministic): the test

@@ -75,6 +75,7 @@ CROSS_DOMAIN_SEQUENCES = "cross_domain/sequences"
 CROSS_DOMAIN_SPLITS = "cross_domain/splits"
 MODELS = "models"
 METRICS = "metrics"
+METRIC_SEGMENTS = "metric_segments"
 USER_EMBEDDINGS = "embeddings/users"
 ITEM_EMBEDDINGS = "embeddings/items"
 ITEM_INDEX = "embeddings/index"
@@ -237,6 +238,9 @@ class Warehouse:
 
     def metrics_file(self, method: str, day: date | str, version: str) -> Path:
         return self.table(f"{METRICS}/method={method}") / f"dt={day}" / f"{version}.parquet"
+
+    def segment_metrics_file(self, method: str, day: date | str, version: str) -> Path:
+        return self.table(f"{METRIC_SEGMENTS}/method={method}") / f"dt={day}" / f"{version}.parquet"
 
     def metrics_files(self, day: date) -> list[Path]:
         return sorted(self.table(METRICS).glob(f"method=*/dt={day.isoformat()}/*.parquet"))

@@ -1,7 +1,13 @@
-"""The metrics table: rows of a full-ranking evaluation, written per (method, day, version).
+"""The metrics tables: rows of a full-ranking evaluation, written per (method, day, version).
 
 ``metrics/method=M/dt=D/<version>.parquet``: method, dataset, protocol, split, metric, k, value,
-users, model_version, seed (``method`` and ``dt`` are the partition keys).
+users, model_version, seed (``method`` and ``dt`` are the partition keys): every user's accuracy
+and the metrics beyond it.
+
+``metric_segments/method=M/dt=D/<version>.parquet``: the same columns and ``segmentation``,
+``segment``: HR, NDCG and MRR of each segment of users (``models.evaluate.segment_labels``:
+history length, target popularity), ``users`` its size; the segments' values weighted by their
+sizes give the overall value. A table of its own, so a query of ``metrics`` never mixes them in.
 """
 
 from __future__ import annotations
@@ -24,15 +30,35 @@ def metric_rows(result: EvalResult, *, method: str, dataset: str, protocol: str,
     ]
 
 
-def write_metrics(wh: Warehouse | str | Path, rows: list[dict[str, Any]]) -> Path:
-    """Write rows of one (method, day, version) as ``metrics/method=M/dt=D/<version>.parquet``, atomically."""
+def segment_rows(result: EvalResult, *, method: str, dataset: str, protocol: str, day: date,
+                 version: str, seed: int) -> list[dict[str, Any]]:
+    """HR, NDCG and MRR of each segment of one evaluated split (module docstring)."""
+    import numpy as np
+
+    rows = []
+    for segmentation, labels in result.segments.items():
+        for segment in sorted(set(labels.tolist())):
+            members = labels == segment
+            for (m, k), values in sorted(result.per_user.items()):
+                if m in ("hr", "ndcg", "mrr"):
+                    rows.append({"method": method, "dataset": dataset, "protocol": protocol, "split": result.split,
+                                 "segmentation": segmentation, "segment": segment, "metric": m, "k": k,
+                                 "value": float(np.mean(values[members])), "users": int(members.sum()),
+                                 "model_version": version, "seed": seed, "dt": day})
+    return rows
+
+
+def write_metrics(wh: Warehouse | str | Path, rows: list[dict[str, Any]], segments: bool = False) -> Path:
+    """Write rows of one (method, day, version) as ``metrics/method=M/dt=D/<version>.parquet``
+    (``segments``: ``segment_rows``' rows, as ``metric_segments/...``), atomically."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     wh = wh if isinstance(wh, Warehouse) else Warehouse(wh)
     first = rows[0]
     table = pa.Table.from_pylist([{k: v for k, v in r.items() if k not in ("method", "dt")} for r in rows])
-    return wh.write_file(wh.metrics_file(first["method"], first["dt"], first["model_version"]),
+    where = wh.segment_metrics_file if segments else wh.metrics_file
+    return wh.write_file(where(first["method"], first["dt"], first["model_version"]),
                          lambda tmp: pq.write_table(table, tmp))
 
 

@@ -20,7 +20,7 @@ from pipelines.core.errors import WarehouseError
 from pipelines.core.runs import transaction
 from pipelines.core.warehouse import Warehouse
 from pipelines.modeling.data import latest_day, load
-from pipelines.modeling.metrics import metric_rows, write_metrics
+from pipelines.modeling.metrics import metric_rows, segment_rows, write_metrics
 
 Echo = Callable[[str], None]
 
@@ -99,14 +99,18 @@ def evaluate_model(wh: Warehouse, cfg: Config, mc: MethodConfig, model, data: Se
     device = pick_device(mc.train)
     model.to(device)
     rows: list[dict] = []
+    segments: list[dict] = []
     for split in ("valid", "test", "cold_valid", "cold_test"):
         if split in data.splits:
             res = evaluate(model, data, split, mask_seen=mc.train.mask_seen, batch_size=mc.train.eval_batch_size,
                            device=device)
-            rows += metric_rows(res, method=mc.method, dataset=dataset_name(cfg, scope), protocol=data.protocol,
-                                day=data.day, version=version, seed=mc.train.seed)
+            keys = dict(method=mc.method, dataset=dataset_name(cfg, scope), protocol=data.protocol, day=data.day,
+                        version=version, seed=mc.train.seed)
+            rows += metric_rows(res, **keys)
+            segments += segment_rows(res, **keys)
     if rows:
         write_metrics(wh, rows)
+        write_metrics(wh, segments, segments=True)
     return rows
 
 

@@ -51,7 +51,8 @@ from pipelines.core.warehouse import Warehouse
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-VIEWS = ("events", "sessions", "sequences", "metrics", "published", "user_embeddings", "item_embeddings", "user_items")
+VIEWS = ("events", "sessions", "sequences", "metrics", "metric_segments", "published", "user_embeddings",
+         "item_embeddings", "user_items")
 #: Table functions user SQL may call: generators that read no files.
 ALLOWED_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
 
