@@ -138,18 +138,10 @@ def _set(tree: dict[str, Any], dotted: str, raw: str) -> None:
 def method_config(name: str, overrides: dict[str, dict[str, Any]] | None = None, sets: list[str] = ()) -> MethodConfig:
     """The resolved configuration of a method (see the module docstring)."""
     cls = get_method(name)
-    path = config_file(name)
-    tree: dict[str, Any] = (yaml.safe_load(path.read_text()) or {}) if path is not None else {}
-    tree = {"model": dict(tree.get("model") or {}), "train": dict(tree.get("train") or {})}
-    for section, values in (overrides or {}).items():
-        if section not in ("model", "train"):
-            raise MethodError(f"methods.{name}.{section}: sections are model and train")
-        tree[section].update(values or {})
-    for item in sets:
-        dotted, sep, raw = item.partition("=")
-        if not sep:
-            raise MethodError(f"--set {item}: expected section.key=value")
-        _set(tree, dotted, raw)
+    tree: dict[str, Any] = {"model": {}, "train": {}}
+    for _, layer in method_layers(name, overrides, sets):
+        for section in ("model", "train"):
+            tree[section].update(layer.get(section, {}))
     for section, schema in (("model", cls.Params), ("train", TrainParams)):
         try:
             schema.model_validate(tree[section])
@@ -158,6 +150,44 @@ def method_config(name: str, overrides: dict[str, dict[str, Any]] | None = None,
             where = ".".join(map(str, (section, *first["loc"])))
             raise MethodError(f"method {name}: {where}: {first['msg']} (got {first.get('input')!r})") from None
     return MethodConfig(method=name, model=tree["model"], train=TrainParams.model_validate(tree["train"]))
+
+
+def method_layers(name: str, overrides: dict[str, dict[str, Any]] | None = None,
+                  sets: list[str] = ()) -> list[tuple[str, dict[str, dict[str, Any]]]]:
+    """What each layer above the ``Params`` defaults sets, lowest first: the method's YAML, the run
+    config's ``methods.<name>``, ``--set``; each (where it comes from, {"model": ..., "train": ...})."""
+    get_method(name)
+    layers = []
+    path = config_file(name)
+    if path is not None:
+        tree = yaml.safe_load(path.read_text()) or {}
+        layers.append((f"file {path.name}", {s: dict(tree.get(s) or {}) for s in ("model", "train")}))
+    if overrides:
+        for section in overrides:
+            if section not in ("model", "train"):
+                raise MethodError(f"methods.{name}.{section}: sections are model and train")
+        layers.append((f"config methods.{name}", {s: dict(overrides.get(s) or {}) for s in ("model", "train")}))
+    if sets:
+        tree = {"model": {}, "train": {}}
+        for item in sets:
+            dotted, sep, raw = item.partition("=")
+            if not sep:
+                raise MethodError(f"--set {item}: expected section.key=value")
+            _set(tree, dotted, raw)
+        layers.append(("--set", tree))
+    return layers
+
+
+def method_sources(name: str, overrides: dict[str, dict[str, Any]] | None = None,
+                   sets: list[str] = ()) -> dict[str, tuple[Any, str]]:
+    """Every setting of the method's resolved configuration: ``{"model.dim": (value, where)}``,
+    where is ``default`` (its ``Params``), ``file NAME.yaml``, ``config methods.NAME`` or ``--set``."""
+    mc = method_config(name, overrides, sets)
+    where = {f"{section}.{key}": source for source, layer in method_layers(name, overrides, sets)
+             for section, values in layer.items() for key in values}
+    values = {**{f"model.{k}": v for k, v in mc.params().model_dump(mode="json").items()},
+              **{f"train.{k}": v for k, v in mc.train.model_dump(mode="json").items()}}
+    return {key: (value, where.get(key, "default")) for key, value in values.items()}
 
 
 def build(mc: MethodConfig, n_items: int, n_users: int = 0) -> SequenceModel:

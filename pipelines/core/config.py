@@ -304,6 +304,22 @@ def _relative_to(config_file: Path, value: str) -> str:
 def load_config(path: str | Path | None = None, *, warehouse: str | Path | None = None) -> Config:
     """Defaults < YAML file < environment < explicit ``warehouse``."""
     data: dict[str, Any] = {}
+    for _, layer in config_layers(path, warehouse=warehouse):
+        data = merge(data, layer)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        where = f"config file {path}" if path else "configuration"
+        lines = [f"{where}: {len(exc.errors())} invalid setting(s)"]
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  {key}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def config_layers(path: str | Path | None = None, *, warehouse: str | Path | None = None) -> list[tuple[str, dict]]:
+    """What each layer above the defaults sets, lowest first: (where it comes from, a partial tree)."""
+    layers: list[tuple[str, dict]] = []
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -326,18 +342,48 @@ def load_config(path: str | Path | None = None, *, warehouse: str | Path | None 
         for pair in (cross.get("pairs") or []) if isinstance(cross, dict) else []:
             if isinstance(pair, dict) and isinstance(pair.get("mapping"), str):
                 pair["mapping"] = _relative_to(p, pair["mapping"])
+        layers.append((f"file {p}", data))
     if os.environ.get("SEQREP_WAREHOUSE"):
-        data["warehouse"] = os.environ["SEQREP_WAREHOUSE"]
+        layers.append(("env SEQREP_WAREHOUSE", {"warehouse": os.environ["SEQREP_WAREHOUSE"]}))
     if os.environ.get("SEQREP_SPARK_MASTER"):
-        data.setdefault("spark", {})["master"] = os.environ["SEQREP_SPARK_MASTER"]
+        layers.append(("env SEQREP_SPARK_MASTER", {"spark": {"master": os.environ["SEQREP_SPARK_MASTER"]}}))
     if warehouse is not None:
-        data["warehouse"] = str(warehouse)
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        where = f"config file {path}" if path else "configuration"
-        lines = [f"{where}: {len(exc.errors())} invalid setting(s)"]
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"])
-            lines.append(f"  {key}: {err['msg']}")
-        raise ConfigError("\n".join(lines)) from None
+        layers.append(("--warehouse", {"warehouse": str(warehouse)}))
+    return layers
+
+
+def merge(base: dict, top: dict) -> dict:
+    """``top`` over ``base``, mappings merged key by key (a new dict; the inputs are not changed)."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and other values are leaves."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix: tree} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def config_sources(path: str | Path | None = None, *, warehouse: str | Path | None = None) -> dict[str, tuple[Any, str]]:
+    """Every setting of the resolved configuration: ``{"spark.master": (value, where it came from)}``,
+    where is ``default``, ``file PATH``, ``env NAME`` or ``--warehouse`` (the highest layer that set it)."""
+    cfg = load_config(path, warehouse=warehouse)
+    where: dict[str, str] = {}
+    for source, layer in config_layers(path, warehouse=warehouse):
+        for key in flatten(layer):
+            where[key] = source
+    values = flatten(cfg.model_dump(mode="json"))
+    return {key: (value, next((where[k] for k in _prefixes(key) if k in where), "default"))
+            for key, value in values.items()}
+
+
+def _prefixes(key: str) -> list[str]:
+    """``a.b.c``, ``a.b``, ``a``: a layer that set a whole mapping (or list) set its keys."""
+    parts = key.split(".")
+    return [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
