@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import numpy as np
 import pytest
 from conftest import events_df
 
@@ -129,6 +130,7 @@ def test_a_pair_loads_as_target_only_or_mixed_data_ranking_target_items(spark, b
     for view, a_items, hist in (("target", ["b1", "b2", "b3"], {"valid": 1, "test": 2, "cold": 0}),
                                 ("mixed", ["a1", "b1", "b2", "a2", "b3"], {"valid": 2, "test": 4, "cold": 1})):
         data = load_pair(wh.root, D3, cfg.cross_domain.pairs[0], view)
+        assert all((np.diff(sp.rows) > 0).all() for sp in data.splits.values()), "splits in the users' order"
         row = {int(u): i for i, u in enumerate(data.users)}
         a, k = row[users["a"]], row[users[COLD]]
         assert data.items[data.offsets[a]:data.offsets[a + 1]].tolist() == [idx[i] for i in a_items]

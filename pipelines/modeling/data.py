@@ -191,7 +191,10 @@ def _pair_splits(spl, row_of: dict, mixed_offsets: np.ndarray, kept_before: np.n
         rows = np.array([row_of[u] for u in part.column("user_id").to_pylist()], dtype=np.int64)
         # history_len counts events of the mixed sequence: in the view, the kept ones among them.
         hist = kept_before[mixed_offsets[rows] + part.column("history_len").to_numpy()] - offsets[rows]
-        splits[name] = Split(rows, hist, _pad_lists(part.column("target_idx").combine_chunks()))
+        # In the users' order, whatever order the scan returned: per-user metrics of two runs pair up.
+        order = np.argsort(rows, kind="stable")
+        rows, hist = rows[order], hist[order]
+        splits[name] = Split(rows, hist, _pad_lists(part.column("target_idx").combine_chunks())[order])
         if name == "valid":  # valid bounds training (a warm user's last two target events are held out)
             train_len[rows] = np.minimum(train_len[rows], hist)
     return train_len, splits
