@@ -25,7 +25,7 @@ import torch
 from models.base import SequenceModel
 from models.data import SequenceData, ragged_positions, ragged_rows
 from models.metrics import (catalogue_metrics, list_metrics, mask_scores, metrics_from_ranks, popularity_buckets,
-                            target_ranks)
+                            target_ranks, top_lists)
 
 KS = (10, 20)
 #: History-length buckets of ``segment_labels``: upper bounds of all but the last.
@@ -82,7 +82,7 @@ def evaluate(model: SequenceModel, data: SequenceData, split: str, *, mask_seen:
         empty = lengths_t == 0
         if bool(empty.any()):
             if pop is None:
-                pop = torch.as_tensor(np.log1p(data.item_counts()), dtype=torch.float32, device=device)
+                pop = torch.log1p(counts.float()).to(device)
             scores[empty] = pop
         if outside is not None:
             scores[:, outside] = float("-inf")
@@ -95,8 +95,8 @@ def evaluate(model: SequenceModel, data: SequenceData, split: str, *, mask_seen:
             r = c = torch.zeros(0, dtype=torch.long, device=device)
         mask_scores(scores, r, c)
         ranks = target_ranks(scores, torch.as_tensor(sp.targets[lo:lo + step], device=device))
-        # Ties keep the lower item index first (a stable sort): lists do not depend on the kernel.
-        top_scores, top = (t[:, :width] for t in scores.sort(dim=1, descending=True, stable=True))
+        # Ties keep the lower item index first: lists do not depend on the kernel.
+        top_scores, top = top_lists(scores, width)
         top, ok = _widen(top.cpu(), torch.isfinite(top_scores).cpu(), width)
         for k in KS:
             in_lists[k] += torch.bincount(top[:, :k][ok[:, :k]], minlength=data.n_items + 1)

@@ -91,6 +91,23 @@ LIST_METRICS = ("popularity", "novelty", "tail", "ild")
 CATALOGUE_METRICS = ("coverage", "gini", "entropy")
 
 
+def top_lists(scores: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """(scores, items) [B, width] of each row's best ``width``, ties by the lower item index: what a
+    full stable sort gives, at the cost of a ``topk`` (a full sort is ~40x a topk of 20 over 41k
+    items). Only the items at or above the row's ``width``-th score are ordered; rows tied over
+    far more items than that (a constant scorer) take the full sort."""
+    width = min(width, scores.size(1))
+    kth = scores.topk(width, dim=1).values[:, -1:]
+    m = int((scores >= kth).sum(1).max())
+    if m > 4 * width + 1024:
+        values, items = scores.sort(dim=1, descending=True, stable=True)
+        return values[:, :width], items[:, :width]
+    values, items = scores.topk(m, dim=1)  # every item at or above the width-th score, in no set order
+    items, by_index = items.sort(dim=1)
+    values, by_score = values.gather(1, by_index).sort(dim=1, descending=True, stable=True)
+    return values[:, :width], items.gather(1, by_score)[:, :width]
+
+
 def popularity_buckets(counts: Tensor) -> Tensor:
     """0 (head), 1 (torso) or 2 (tail) per item of ``counts`` [N] (training events; index 0 is
     padding): items by decreasing count (ties: lower index first), the head those that make the

@@ -180,3 +180,18 @@ def test_segments_by_hand_and_weighted_they_give_the_overall_value():
             if key[0] in ("hr", "ndcg", "mrr"):
                 weighted = sum(r["value"] * r["users"] for r in part if (r["metric"], r["k"]) == key) / len(res.users)
                 assert weighted == pytest.approx(value), (segmentation, key)
+
+
+def test_top_lists_equal_a_full_stable_sort_ties_and_masks_included():
+    from models.metrics import top_lists
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 40, (64, 500), generator=g).float()  # many ties at every level
+    scores[:5, 100:] = -math.inf  # rows with few candidates
+    scores[5] = 1.0  # one constant row: every item tied
+    for width in (1, 20):
+        want_v, want_i = (t[:, :width] for t in scores.sort(dim=1, descending=True, stable=True))
+        got_v, got_i = top_lists(scores, width)
+        assert torch.equal(got_i, want_i) and torch.equal(got_v, want_v)
+    got_v, got_i = top_lists(scores[6:], 20)  # without the short and constant rows
+    assert torch.equal(got_i, scores[6:].sort(dim=1, descending=True, stable=True).indices[:, :20])
