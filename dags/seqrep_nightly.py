@@ -176,6 +176,12 @@ with DAG(
         chain(etl[-1], steps)
     if not METHODS:
         etl[-1] >> report
+    if CONFIG.retention.any:  # after everything that reads old days, before the report lists it
+        retention = seqrep_task("retention", "retention", "Drop partitions older than retention.<family>_days.",
+                                trigger_rule="all_done")
+        for t in report.upstream_list:
+            t >> retention
+        retention >> report
 
     @task(task_id="watcher", trigger_rule="one_failed", retries=0,
           doc_md="Fails the run when any task failed: `report` runs whatever happened and is a leaf, "

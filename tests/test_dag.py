@@ -426,3 +426,33 @@ def test_nightly_runs_equal_backfill_and_a_regression_blocks_publishing(
     assert n == logged  # the planted later event is not behind the user's vector
     assert main(["backfill", "--from", str(DAYS[0]), "--to", str(DAYS[0]), "--method", "nope",
                  "--config", str(config), "--warehouse", str(backfill_wh)]) == 2
+
+
+def test_the_erasure_dag_forgets_a_user_and_its_gate_proves_it(airflow_home, slice_logs, spark, spark_connect,
+                                                              tmp_path, monkeypatch):
+    """``seqrep_erasure`` triggered with a file of ids (``forget`` a Spark Connect client): ``forget``
+    then ``gate_erasure`` succeed, the user is in no file of the warehouse, and the audit record
+    names the request."""
+    import pyarrow.parquet as pq
+    from airflow.dag_processing.dagbag import DagBag
+
+    from pipelines.core import privacy
+    from pipelines.gates.erasure import scan
+
+    config, wh = airflow_home / "seqrep.yaml", tmp_path / "wh"
+    etl_in_process(spark, config, wh, DAYS[0])
+    user = sorted(pq.read_table(wh / f"sessions/dt={DAYS[0]}").column("user_id").to_pylist())[0]
+    assert scan(wh, {"id": user}) != []
+    users = tmp_path / "request.txt"
+    users.write_text(f"# DSR-1\n{user}\n")
+    monkeypatch.setenv("SEQREP_SPARK_REMOTE", spark_connect)
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    dag = bag.get_dag("seqrep_erasure")
+    run = dag.test(run_conf={"user_file": str(users), "reason": "DSR-1", "warehouse": str(wh), "config": str(config)})
+    states = _states(run)
+    assert str(run.state).endswith("success") and states == {"forget": "success", "gate_erasure": "success"}, states
+    assert scan(wh, {"id": user}) == []
+    (audit,) = privacy.erasure_records(wh)
+    assert audit["reason"] == "DSR-1" and audit["id_hashes"] == [privacy.id_hash(user)]
+    assert json.loads(next((wh / "_gates/stage=erasure").glob(f"request={audit['request']}/*.json")).read_text())["passed"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from pipelines.commands.common import config, parse_date, show
+from pipelines.core.privacy import read_key
 
 #: (command, argument, help, Query method, has --k, has --domain, title of the result)
 QUERIES = (
@@ -46,7 +47,8 @@ def _open(args: argparse.Namespace):
     from pipelines.serving.query import Query
 
     cfg = config(args)
-    return Query(cfg.warehouse, ef_search=cfg.embeddings.hnsw_ef_search, limits=cfg.query)
+    key = read_key(cfg.privacy.key_env, cfg.privacy.key_file)  # None: where the warehouse's record says
+    return Query(cfg.warehouse, ef_search=cfg.embeddings.hnsw_ef_search, limits=cfg.query, key=key)
 
 
 def sql(args: argparse.Namespace) -> None:

@@ -261,6 +261,47 @@ class NightlyConfig(_Section):
     max_ndcg_drop: float = Field(0.1, ge=0.0, le=1.0)
 
 
+class PrivacyConfig(_Section):
+    """Personal data in the warehouse (``pipelines/core/privacy.py``, README "Privacy").
+
+    With ``pseudonymize`` on, ingest replaces every user id (and a source's own event and session
+    ids, which may embed one) by a keyed hash, HMAC-SHA256 under a secret key read from the
+    environment variable ``key_env`` or else the file ``key_file``; the key is never written to
+    the warehouse or a log. Queries hash the ids they are given with the same key. A warehouse
+    is pseudonymous from its first ingest or never (mixing would make one person two users).
+    """
+
+    pseudonymize: bool = False
+    key_env: str = Field("SEQREP_PSEUDONYM_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    key_file: Path | None = None
+    #: After ``seqrep forget``, each method's weights (which learned from the erased users) are
+    #: replaced by a full retrain at the first nightly run this many days after the erasure (0: the next).
+    retrain_within_days: int = Field(0, ge=0)
+
+
+class RetentionConfig(_Section):
+    """How many days each table family keeps, counted back from the run's day (that day and the
+    ``N - 1`` before it); None keeps everything. ``seqrep retention`` (and, when any is set, the
+    nightly DAG's ``retention`` task) drops older partitions; vocabularies are never dropped
+    (their indexes are the models' rows). Windows shorter than what a stage reads back are
+    errors: sessions continue from the day before, clean's duplicate window looks back
+    ``clean.duplicate_window_days``."""
+
+    raw_days: int | None = Field(None, ge=1)            # raw/events of every source
+    clean_days: int | None = Field(None, ge=1)          # clean/events
+    quarantine_days: int | None = Field(None, ge=1)     # quarantine/events
+    sessions_days: int | None = Field(None, ge=2)       # sessions
+    sequences_days: int | None = Field(None, ge=1)      # sequences, splits (a user's latest row as of a day)
+    graphs_days: int | None = Field(None, ge=1)         # graphs/*
+    cross_domain_days: int | None = Field(None, ge=1)   # cross_domain/*
+    embeddings_days: int | None = Field(None, ge=1)     # embeddings/users, items, index (every version)
+    reports_days: int | None = Field(None, ge=1)        # reports
+
+    @property
+    def any(self) -> bool:
+        return any(v is not None for v in self.model_dump().values())
+
+
 class Config(_Section):
     warehouse: Path = Path("warehouse")
     spark: SparkConfig = SparkConfig()
@@ -275,6 +316,8 @@ class Config(_Section):
     embeddings: EmbeddingsConfig = EmbeddingsConfig()
     query: QueryConfig = QueryConfig()
     nightly: NightlyConfig = NightlyConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    retention: RetentionConfig = RetentionConfig()
     #: Per-method overrides of ``models/configs/<method>.yaml``: ``{sasrec: {model: {...}, train: {...}}}``.
     methods: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
 
@@ -283,6 +326,10 @@ class Config(_Section):
         missing = [t for t in self.clean.event_types if t not in self.graphs.event_weights]
         if missing:
             raise ValueError(f"graphs.event_weights has no weight for event types {missing}")
+        clean_days = self.retention.clean_days
+        if clean_days is not None and clean_days <= self.clean.duplicate_window_days:
+            raise ValueError(f"retention.clean_days ({clean_days}) must exceed clean.duplicate_window_days "
+                             f"({self.clean.duplicate_window_days}): clean reads those days back")
         return self
 
     def with_overrides(self, **sections: dict[str, Any]) -> "Config":
@@ -342,6 +389,9 @@ def config_layers(path: str | Path | None = None, *, warehouse: str | Path | Non
         for pair in (cross.get("pairs") or []) if isinstance(cross, dict) else []:
             if isinstance(pair, dict) and isinstance(pair.get("mapping"), str):
                 pair["mapping"] = _relative_to(p, pair["mapping"])
+        privacy = data.get("privacy")
+        if isinstance(privacy, dict) and isinstance(privacy.get("key_file"), str):
+            privacy["key_file"] = _relative_to(p, privacy["key_file"])
         layers.append((f"file {p}", data))
     if os.environ.get("SEQREP_WAREHOUSE"):
         layers.append(("env SEQREP_WAREHOUSE", {"warehouse": os.environ["SEQREP_WAREHOUSE"]}))

@@ -75,9 +75,10 @@ def is_cold(role: "Column", user_id: "Column", cd: CrossDomainConfig) -> "Column
     return (role == "both") & (cold_bucket(user_id, cd.seed) < F.lit(round(cd.cold_share * BUCKETS)))
 
 
-def read_mapping(spark: "SparkSession", pair: CrossDomainPair) -> "DataFrame":
+def read_mapping(spark: "SparkSession", pair: CrossDomainPair, cfg: Config) -> "DataFrame":
     """The pair's mapping as (``s``, ``t``) rows; a clear error for a missing file or column, a
-    null id or an id mapped twice."""
+    null id or an id mapped twice. In a pseudonymous warehouse the mapping's ids (the user's own
+    file, outside the warehouse) are pseudonymized as ingest did the events'."""
     from pathlib import Path
 
     from pyspark.sql import functions as F
@@ -91,6 +92,12 @@ def read_mapping(spark: "SparkSession", pair: CrossDomainPair) -> "DataFrame":
     if missing:
         raise InputError(f"{where}: no column(s) {missing} (it has {df.columns}); set mapping_columns")
     m = df.select(F.col(src).cast("string").alias("s"), F.col(tgt).cast("string").alias("t"))
+    if cfg.privacy.pseudonymize:
+        from pipelines.core.privacy import require_key
+        from pipelines.etl.privacy import pseudonym_column
+
+        key = require_key(cfg.privacy.key_env, cfg.privacy.key_file, why=where)
+        m = m.select(pseudonym_column(F.col("s"), key).alias("s"), pseudonym_column(F.col("t"), key).alias("t"))
     nulls = m.where(F.col("s").isNull() | F.col("t").isNull()).count()
     if nulls:
         raise InputError(f"{where}: {nulls} row(s) with a null id in {src} or {tgt}")
@@ -178,7 +185,7 @@ def _write(spark: "SparkSession", cfg: Config, pair: CrossDomainPair, days: list
     users_t, seq_t, splits_t = (pair_table(t, pair.name) for t in
                                 (layout.CROSS_DOMAIN_USERS, layout.CROSS_DOMAIN_SEQUENCES, layout.CROSS_DOMAIN_SPLITS))
     base = _overlap_base(wh, pair, wh.days_before(users_t, days[0]))
-    mapping = read_mapping(spark, pair) if pair.mapping else None
+    mapping = read_mapping(spark, pair, cfg) if pair.mapping else None
 
     events = read_partitions(spark, wh, layout.SESSIONS, days).select("user_id", "domain", "dt")
     keyed = align(events, pair, mapping).persist()

@@ -11,6 +11,11 @@ source. :func:`run` then:
 - without ``date`` (a bulk import of a public dataset), partitions rows by the UTC day of ``ts``;
   rows without a usable time cannot be placed on a day and go to ``quarantine/ingest``;
 - writes item metadata to ``items/source=S`` and a manifest: rows in = rows written + quarantined.
+
+With ``privacy.pseudonymize`` on, the user ids (and a source's own event and session ids) are
+replaced by their pseudonyms before anything is written (``pipelines/etl/privacy.py``), and the
+first ingest records that the warehouse is pseudonymous; a warehouse is so from its first ingest
+or never.
 """
 
 from __future__ import annotations
@@ -19,17 +24,21 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines.core import privacy
 from pipelines.core import warehouse as layout
 from pipelines.core.config import Config
-from pipelines.core.errors import InputError
+from pipelines.core.errors import ConfigError, InputError
 from pipelines.core.runs import transaction
 from pipelines.core.warehouse import Warehouse, code_version, file_fingerprints
 from pipelines.etl.adapters import ADAPTERS
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 __all__ = ["ADAPTERS", "InputError", "event_id_column", "run"]
+
+PSEUDONYM_NOTE = ("user ids, and the source's own event and session ids, stored as pseudonyms (privacy.pseudonymize); "
+                  "the raw text of rows without a usable time is withheld")
 
 
 def event_id_column() -> "Column":
@@ -61,14 +70,52 @@ def run(
         icfg = icfg.model_copy(update={"domain": domain})
     label = name or icfg.name or source
     with transaction(Warehouse(cfg.warehouse), "etl") as wh:
+        key = _pseudonym_key(wh, cfg, day)
         parsed = ADAPTERS[source](spark, path, icfg)
         try:
-            manifest = _write(spark, wh, parsed, source, label, path, day)
+            manifest = _write(spark, wh, parsed, source, label, path, day, key)
         except Exception as exc:
             raise _unreadable_file(parsed.files) or exc
         manifest["skipped_files"] = skipped_files(path, parsed.files)
         wh.write_manifest("ingest", f"source={label}" + (f"/dt={day.isoformat()}" if day else ""), manifest)
         return manifest
+
+
+def _pseudonym_key(wh: Warehouse, cfg: Config, day: date | None) -> bytes | None:
+    """The key to pseudonymize with (None: plain ids), after checking that the warehouse agrees:
+    pseudonyms and plain ids never mix in one warehouse. The first pseudonymous ingest writes the
+    warehouse's record (``pipelines/core/privacy.py``)."""
+    p = cfg.privacy
+    record = privacy.read_record(wh.root)
+    if not p.pseudonymize:
+        if record is not None:
+            raise ConfigError(f"ingest: {wh.root} stores pseudonymous user ids (since {record['since']}); "
+                              "set privacy.pseudonymize: true and its key to add to it")
+        return None
+    key = privacy.require_key(p.key_env, p.key_file, why="ingest with privacy.pseudonymize")
+    if record is not None:
+        privacy.check_key(record, key, who="ingest")
+        return key
+    if wh.raw_sources():
+        raise ConfigError(f"ingest: {wh.root} already holds plain user ids; pseudonymization starts with a "
+                          "new warehouse (ingest the logs again into it)")
+    since = day.isoformat() if day else "bulk import"
+    wh.write_json(wh.table(privacy.RECORD), privacy.record_for(key, p.key_env, p.key_file, since))
+    return key
+
+
+def _drop_erased(events: "DataFrame", wh: Warehouse) -> tuple["DataFrame", int]:
+    """The events without those of users erased from the warehouse (``seqrep forget``), and how
+    many there were: an erased user's new events never land."""
+    from pyspark.sql import functions as F
+
+    hashes = privacy.erased_hashes(wh.root)
+    if not hashes:
+        return events, 0
+    # privacy.id_hash, in Spark: sha256 of the prefix and the stored id, as hex.
+    hashed = F.sha2(F.concat(F.lit(privacy.ERASED_PREFIX), F.col("user_id")), 256)
+    gone = F.coalesce(hashed.isin(sorted(hashes)), F.lit(False))
+    return events.where(~gone), events.where(gone).count()
 
 
 def skipped_files(path: Path, read: list[Path]) -> list[dict[str, str]]:
@@ -101,14 +148,17 @@ def _unreadable_file(files: list[Path]) -> InputError | None:
 
 
 def _write(spark: "SparkSession", wh: Warehouse, parsed, source: str, label: str, path: Path,
-           day: date | None) -> dict[str, Any]:
+           day: date | None, key: bytes | None) -> dict[str, Any]:
     """Write a parsed input as raw events (and items) in the run of ``wh``; returns the manifest."""
     from pyspark.sql import functions as F
 
     from pipelines.core.schema import EVENT_COLUMNS
+    from pipelines.etl.privacy import pseudonymize
     from pipelines.etl.spark import write_daily, write_table
 
-    ev = parsed.events.withColumn("event_id", F.coalesce(F.col("event_id"), event_id_column()))
+    ev = parsed.events if key is None else pseudonymize(parsed.events, key)
+    ev, n_erased = _drop_erased(ev, wh)
+    ev = ev.withColumn("event_id", F.coalesce(F.col("event_id"), event_id_column()))
     if day is not None:
         # Nightly path: every row of the day's log lands in that day; clean judges its time.
         dated, n_undated = ev.withColumn("dt", F.lit(day)), 0
@@ -125,10 +175,12 @@ def _write(spark: "SparkSession", wh: Warehouse, parsed, source: str, label: str
     rows_out = sum(int(s["rows"]) for s in stats.values())
     manifest = {
         "stage": "ingest", "source": source, "name": label, "input": str(path), "date": day.isoformat() if day else None,
-        "rows_in": rows_out + n_undated, "rows_out": rows_out, "rows_quarantined": n_undated,
+        "rows_in": rows_out + n_undated + n_erased, "rows_out": rows_out, "rows_quarantined": n_undated,
+        "rows_erased": n_erased,
         "quarantine_by_reason": {"unparseable_ts": n_undated} if n_undated else {},
         "days": {d.isoformat(): s for d, s in stats.items()}, "items": n_items,
-        "notes": parsed.notes, "input_files": file_fingerprints(parsed.files), "code_version": code_version(),
+        "notes": {**parsed.notes, **({"privacy": PSEUDONYM_NOTE} if key is not None else {})},
+        "input_files": file_fingerprints(parsed.files), "code_version": code_version(),
         "run": wh.run.id if wh.run is not None else None,
     }
     return manifest

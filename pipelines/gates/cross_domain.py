@@ -86,7 +86,7 @@ def recount(spark: "SparkSession", cfg: Config, pair: CrossDomainPair, day: date
     from pipelines.etl.spark import read_partitions
 
     ev = read_partitions(spark, wh, layout.SESSIONS, wh.days_upto(layout.SESSIONS, day)).select("user_id", "domain", "dt")
-    keyed = align(ev, pair, read_mapping(spark, pair) if pair.mapping else None)
+    keyed = align(ev, pair, read_mapping(spark, pair, cfg) if pair.mapping else None)
     per_user = keyed.groupBy("user_id").agg(
         F.sum(F.when(F.col("side") == "source", 1).otherwise(0)).alias("s"),
         F.sum(F.when(F.col("side") == "target", 1).otherwise(0)).alias("t"))

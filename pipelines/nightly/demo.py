@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from pipelines.core.config import Config, load_config
+from pipelines.core.privacy import read_key
 from pipelines.core.resources import CONFIGS_DIR, DAGS_DIR
 from pipelines.core.warehouse import Warehouse, daterange
 from pipelines.etl import spark_server
@@ -59,9 +60,21 @@ def demo_config(folder: Path, profile: Path = DEMO_CONFIG) -> Path:
     data["warehouse"] = str(folder / "warehouse")
     data["ingest"]["input"] = str(folder / "logs" / "dt={date}")
     folder.mkdir(parents=True, exist_ok=True)
+    if data.get("privacy", {}).get("pseudonymize"):
+        data["privacy"]["key_file"] = str(demo_key(folder / "pseudonym.key"))
     path = folder / "seqrep.yaml"
     path.write_text(f"# {profile.name} with its paths under {folder} (written by `seqrep demo`)\n"
                     + yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def demo_key(path: Path) -> Path:
+    """The demo's pseudonym key: 32 random bytes (hex), readable by this user only, made once."""
+    import secrets
+
+    if not path.is_file():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32) + "\n")
     return path
 
 
@@ -124,14 +137,20 @@ def show_results(cfg: Config, day: date, cfg_file: Path) -> None:
     """The last day's report path and a sample query on the published tables."""
     from pipelines.serving.query import Query
 
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     print(f"[demo] run report: {Warehouse(cfg.warehouse).report_folder(day) / 'index.html'}")
-    with Query(cfg.warehouse) as q:
+    # The most active user by the id in the logs (the warehouse may hold only its pseudonym).
+    logs = pq.read_table(Path(str(cfg.ingest.input)).parent, columns=["uid"]).column("uid")
+    counts = [c for c in pc.value_counts(logs).to_pylist() if c["values"] and c["values"].strip()]
+    user = max(counts, key=lambda c: (c["counts"], c["values"]))["values"]
+    key = read_key(cfg.privacy.key_env, cfg.privacy.key_file)
+    with Query(cfg.warehouse, key=key) as q:
         metrics = q.sql("SELECT method, round(value, 4) AS ndcg10 FROM metrics WHERE dt = ? AND split = 'test' "
                         "AND metric = 'ndcg' AND k = 10 ORDER BY method", [day]).to_pylist()
         print("[demo] test NDCG@10 as of", day, ", ".join(f"{r['method']} {r['ndcg10']}" for r in metrics))
         method = cfg.nightly.methods[0]
-        user = q.sql("SELECT user_id FROM user_embeddings WHERE model = ? AND dt = ? ORDER BY n_events DESC LIMIT 1",
-                     [method, day]).column(0)[0].as_py()
         shown = os.path.relpath(cfg_file) if Path(cfg_file).is_relative_to(Path.cwd()) else cfg_file
         print(f"[demo] seqrep query recommend {user} --method {method} --k 5 --config {shown}")
         for r in q.recommend(user, method, k=5):

@@ -88,15 +88,20 @@ def check_staging(wh: Warehouse, repair: bool) -> list[Finding]:
 def check_manifests(wh: Warehouse, stage: str) -> list[Finding]:
     import pyarrow.parquet as pq
 
+    from pipelines.nightly.retention import dropped_partitions
+
     out = []
     folder = wh.root / layout.MANIFESTS / f"stage={stage}"
     days = set()
+    dropped = dropped_partitions(wh)
     for path in sorted(folder.glob("dt=*.json")):
         m = json.loads(path.read_text())
         d = date.fromisoformat(m["dt"])
         days.add(d)
         for table, stats in (m.get("outputs") or {}).items():
             part = wh.partition(table, d)
+            if not part.is_dir() and f"{table}/dt={d}" in dropped:
+                continue  # past its retention window
             if not part.is_dir():
                 out.append(Finding(True, f"{stage} manifest of {d} names {table}/dt={d}, which does not exist",
                                    f"rerun the stage: `seqrep etl --date {d} --stages {stage}`"))
@@ -116,9 +121,14 @@ def check_manifests(wh: Warehouse, stage: str) -> list[Finding]:
 def check_published(wh: Warehouse) -> list[Finding]:
     import pyarrow.parquet as pq
 
+    from pipelines.nightly.retention import dropped_partitions
+
     out = []
+    dropped = dropped_partitions(wh)
     for method in wh.published_methods():
         for d in wh.published_days(method):
+            if f"{layout.USER_EMBEDDINGS}/model={method}/dt={d}" in dropped:
+                continue  # past its retention window
             rec = wh.publish_record(method, d) or {}
             version = rec.get("model_version", "?")
             fix = f"republish: `seqrep publish --method {method} --date {d} --version {version}`"

@@ -182,6 +182,16 @@ STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-c
          "td.FAILED{color:#b00;font-weight:bold}img{max-width:100%}")
 
 
+def _retention_section(wh: Warehouse, day: date) -> list[tuple[str, str]]:
+    """What retention dropped this day (``seqrep retention``), when it ran."""
+    record = wh.read_manifest("retention", f"dt={day.isoformat()}")
+    if record is None:
+        return []
+    rows = [{"family": f, "window (days)": record["windows"].get(f"{f}_days"),
+             **{k: v for k, v in d.items() if k != "paths"}} for f, d in record["dropped"].items()]
+    return [("Retention", _html_table(rows) if rows else "<p>nothing past its window</p>")]
+
+
 def write_report(cfg: Config, day: date) -> Path:
     """Write the report of ``day`` (module docstring); returns its ``index.html``."""
     wh = Warehouse(cfg.warehouse)
@@ -200,6 +210,7 @@ def _write_page(wh: Warehouse, day: date, out: Path) -> None:
         ("Failed tasks", _html_table(failures) if failures else "<p>none</p>"),
         ("Methods", _html_table(metrics) + "".join(f"<img src='{i}' alt='{i}'>" for i in images)),
         ("Embedding tables", _html_table(_table_sizes(wh, day))),
+        *_retention_section(wh, day),
     ]
     body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
     (out / "index.html").write_text(

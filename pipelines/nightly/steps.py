@@ -5,7 +5,8 @@
 
 - ``train``: warm start from the method's last published version (its weights, vocabularies
   grown, ``nightly.warm_epochs`` epochs on the data as of the day), or a full retrain when there is
-  none, the configuration changed, or the last full one is ``nightly.full_retrain_days`` old.
+  none, the configuration changed, the last full one is ``nightly.full_retrain_days`` old, or users
+  were erased (``seqrep forget``) since it began (within ``privacy.retrain_within_days``).
 - ``regression_gate``: the new version's test NDCG@10 against the last published version's; a drop
   of more than ``nightly.max_ndcg_drop`` (relative) stops the night for that method, and the last
   published tables stay the live ones.
@@ -25,10 +26,11 @@ run computed, whatever later days the warehouse already holds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from pipelines.core import privacy
 from pipelines.core.config import Config
 from pipelines.core.errors import GateFailed, WarehouseError
 from pipelines.core.runs import transaction
@@ -62,8 +64,10 @@ def train(cfg: Config, method: str, day: date, *, echo: Echo = print) -> dict[st
                 "warm_start": False}
     warm, full_day, why = warm_start(cfg, method, day)
     echo(f"{method} {day}: {'full retrain' if warm is None else 'incremental'} ({why})")
+    # When the weights' chain began (wall clock): an erasure after it forces a full retrain.
+    full_at = _utcnow() if warm is None else (Warehouse(cfg.warehouse).last_published(method, day) or {}).get("full_at")
     result, _ = train_method(cfg, method, day, echo=echo, warm=warm, evaluate=False, meta={
-        "full_day": full_day.isoformat(), "warm_start_from": warm.folder.name if warm else None})
+        "full_day": full_day.isoformat(), "full_at": full_at, "warm_start_from": warm.folder.name if warm else None})
     return {"version": result.folder.name, "epochs": result.epochs, "seconds": round(result.seconds, 2),
             "warm_start": warm is not None}
 
@@ -85,10 +89,28 @@ def warm_start(cfg: Config, method: str, day: date):
         return None, day, "fitted whole each night"
     if last["model_version"].rsplit("-", 1)[-1] != folder.name.rsplit("-", 1)[-1]:
         return None, day, f"configuration changed since {last['model_version']}"
+    erased = erasure_due(wh, last.get("full_at"), cfg.privacy.retrain_within_days)
+    if erased:
+        return None, day, f"users erased since the last full retrain (request {erased})"
     if (day - last_full).days >= night.full_retrain_days:
         return None, day, f"last full retrain {last_full} is {(day - last_full).days} days old"
     return (WarmStart(wh.root / last["model_folder"], night.warm_epochs), last_full,
             f"warm start from {last['model_version']}")
+
+
+def _utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def erasure_due(wh: Warehouse, full_at: str | None, within_days: int) -> str | None:
+    """The first erasure (``seqrep forget``) completed after the weights' chain began (``full_at``;
+    unknown: any erasure) whose retrain deadline has come; None when there is none."""
+    today = datetime.now(timezone.utc).date()
+    for record in privacy.erasure_records(wh.root):
+        if (full_at is None or record["completed"] > full_at) and \
+                date.fromisoformat(record["completed"][:10]) + timedelta(days=within_days) <= today:
+            return record["request"]
+    return None
 
 
 def evaluate(cfg: Config, method: str, day: date) -> list[dict[str, Any]]:
@@ -154,7 +176,8 @@ def _publish(cfg: Config, method: str, day: date, version: str, wh: Warehouse, e
     record = {
         "stage": "publish", "method": method, "asof": day.isoformat(), "model_version": version,
         "model_folder": str(folder.relative_to(wh.root)), "trained_day": str(meta["day"]),
-        "full_day": meta.get("full_day", str(meta["day"])), "warm_start_from": meta.get("warm_start_from"),
+        "full_day": meta.get("full_day", str(meta["day"])), "full_at": meta.get("full_at"),
+        "warm_start_from": meta.get("warm_start_from"),
         # Metrics are kept under the method (a pair run's too: its dataset names the pair).
         "test_ndcg@10": ndcg_at_10(wh, folder.parent.name, date.fromisoformat(str(meta["day"])), version),
         "users": inferred["users"], "items": inferred["items"], "dim": inferred["dim"],

@@ -46,6 +46,7 @@ import numpy as np
 from pipelines.core import runs
 from pipelines.core.config import QueryConfig
 from pipelines.core.errors import UsageError
+from pipelines.core.privacy import Pseudonyms
 from pipelines.core.sqlfiles import load_sql, sql_literal
 from pipelines.core.warehouse import Warehouse
 
@@ -157,8 +158,11 @@ def check_select(con, query: str, views: tuple[str, ...] | list[str]) -> None:
 class Query:
     """Read-only queries on one warehouse (see the module docstring)."""
 
-    def __init__(self, warehouse: str | Path, ef_search: int | None = None, limits: QueryConfig | None = None):
+    def __init__(self, warehouse: str | Path, ef_search: int | None = None, limits: QueryConfig | None = None,
+                 key: bytes | None = None):
         self.wh = Warehouse(warehouse)
+        #: A pseudonymous warehouse's ids (``pipelines/core/privacy.py``): ``key``, else as its record says.
+        self.pseudonyms = Pseudonyms(self.wh.root, key)
         self.limits = limits or QueryConfig()
         self._spill = Path(tempfile.mkdtemp(prefix="seqrep-query-spill-"))
         with runs.reading(self.wh.root):
@@ -242,14 +246,20 @@ class Query:
             raise QueryError(f"no {method} embeddings published as of {d}")
         return record
 
+    def stored_id(self, user_id: str) -> str:
+        """The id the warehouse keeps for a user: the id itself, or in a pseudonymous warehouse its
+        pseudonym (for SQL: ``q.sql("... WHERE user_id = $u", {"u": q.stored_id("196")})``)."""
+        return self.pseudonyms.stored(str(user_id))
+
     @consistent
     def user(self, user_id: str, method: str, day: date | str | None = None) -> dict[str, Any]:
-        """A user's row of the user table: vector and metadata."""
+        """A user's row of the user table: vector and metadata (``user_id`` as the warehouse
+        stores it: a pseudonymous warehouse's pseudonym)."""
         d = self.resolve_day(method, day)
         rows = self.con.execute(
             "SELECT user_id, user_idx, model AS method, dt, model_version, dim, n_events, fold_in, vector "
             "FROM user_embeddings WHERE model = $m AND dt = $d AND user_id = $id",
-            {"m": method, "d": d, "id": str(user_id)}).fetchall()
+            {"m": method, "d": d, "id": self.stored_id(user_id)}).fetchall()
         if not rows:
             raise QueryError(f"user {user_id!r} has no {method} embedding as of {d} (unknown id, or no events up to {d})")
         cols = ("user_id", "user_idx", "method", "dt", "model_version", "dim", "n_events", "fold_in", "vector")
