@@ -126,6 +126,8 @@ def erase(spark: "SparkSession", cfg: Config, stored_ids: list[str], wh: Warehou
     graph_days = sorted(out.rows.get(layout.SESSIONS, {}))
     if graph_days:
         graphs.run(spark, cfg, graph_days, wh=wh)  # its own manifests, from the rewritten sessions
+        out.partitions += [f"{t}/dt={d}" for t in (layout.ITEM_TRANSITIONS, layout.USER_ITEM, layout.ITEM_NODES,
+                                                   layout.USER_NODES) for d in graph_days]
     _ingest_quarantine(spark, wh, ids, out)
     _update_manifests(wh, out, stats, request)
     return out
