@@ -124,7 +124,7 @@ class Warehouse:
         self.root = Path(root).resolve()
         self.run = run
 
-    def _read(self, live: Path) -> Path:
+    def current(self, live: Path) -> Path:
         """The run's version of a live path if it wrote one, else the live path."""
         if self.run is not None:
             staged = self.run.mirror(live)
@@ -148,7 +148,7 @@ class Warehouse:
 
     def partition(self, table: str, d: date) -> Path:
         """The folder of ``table``'s partition of day ``d`` (the run's, when it wrote one)."""
-        return self._read(self.table(table) / f"dt={d.isoformat()}")
+        return self.current(self.table(table) / f"dt={d.isoformat()}")
 
     def has_partition(self, table: str, d: date) -> bool:
         return self.partition(table, d).is_dir()
@@ -297,7 +297,7 @@ class Warehouse:
         })
 
     def read_manifest(self, stage: str, key: str) -> dict[str, Any] | None:
-        path = self._read(self.manifest_path(stage, key))
+        path = self.current(self.manifest_path(stage, key))
         return json.loads(path.read_text()) if path.is_file() else None
 
     def published_methods(self) -> list[str]:
@@ -336,7 +336,7 @@ class Warehouse:
 
     def read_gate_result(self, gate: str, day: date, partition: str = "") -> dict[str, Any] | None:
         """A gate's results as data (``passed``, ``outcomes``...), or None when it never ran."""
-        path = self._read(self.gate_result_path(gate, day, partition))
+        path = self.current(self.gate_result_path(gate, day, partition))
         return json.loads(path.read_text()) if path.is_file() else None
 
     def gate_results(self, day: date) -> list[Path]:

@@ -198,7 +198,7 @@ def _ingest_quarantine(spark: "SparkSession", wh: Warehouse, ids: list[str], out
     base = wh.table(layout.QUARANTINE_INGEST)
     for folder in sorted(base.glob("source=*")) if base.is_dir() else []:
         table = f"{layout.QUARANTINE_INGEST}/{folder.name}"
-        df = spark.read.parquet(str(wh._read(wh.table(table))))
+        df = spark.read.parquet(str(wh.current(wh.table(table))))
         pattern = "(^|[^\\w@.-])(" + "|".join(re.escape(i) for i in ids) + ")($|[^\\w@-])"
         hit = F.coalesce(F.col("raw").rlike(pattern), F.lit(False))
         n = df.where(hit).count()

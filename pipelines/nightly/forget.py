@@ -181,7 +181,7 @@ def _bytes(wh: Warehouse, partitions: list[str]) -> int:
     """Bytes of the rewritten partitions as the run staged them."""
     total = 0
     for rel in partitions:
-        folder = wh._read(wh.table(rel))
+        folder = wh.current(wh.table(rel))
         total += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.exists() else 0
     return total
 
@@ -192,7 +192,7 @@ def _scrub(wh: Warehouse, terms: dict[str, str]) -> list[str]:
     touched = []
     for hit in sorted({h["file"] for h in erasure.scan(wh.root, terms, parquet=False)}):
         path = wh.table(hit)
-        text = wh._read(path).read_text()
+        text = wh.current(path).read_text()
         if path.suffix == ".json":
             new = json.dumps(_replace(json.loads(text), values), indent=2, sort_keys=True, default=str) + "\n"
         else:

@@ -45,16 +45,16 @@ def family_tables(wh: Warehouse) -> dict[str, list[str]]:
     }
 
 
-def expired(wh: Warehouse, cfg: Config, day: date) -> dict[str, list[Path]]:
-    """The partition folders each family would drop as of ``day``."""
+def expired(wh: Warehouse, cfg: Config, day: date, tables: dict[str, list[str]] | None = None) -> dict[str, list[Path]]:
+    """The partition folders each family would drop as of ``day`` (of ``tables``, default all)."""
     windows = cfg.retention.model_dump()
     out: dict[str, list[Path]] = {}
-    for family, tables in family_tables(wh).items():
+    for family, names in (tables or family_tables(wh)).items():
         keep = windows[f"{family}_days"]
         if keep is None:
             continue
         cutoff = day - timedelta(days=keep - 1)
-        out[family] = [wh.table(t) / f"dt={d.isoformat()}" for t in tables for d in wh.partition_dates(t) if d < cutoff]
+        out[family] = [wh.table(t) / f"dt={d.isoformat()}" for t in names for d in wh.partition_dates(t) if d < cutoff]
     return out
 
 
@@ -66,10 +66,11 @@ def apply(cfg: Config, day: date, *, echo: Callable[[str], None] = print) -> dic
                               "dropped": {}}
     with ExitStack() as stack:
         stack.enter_context(locks.writer(wh.root, "etl", f"seqrep retention {day}"))
-        methods = sorted({Path(t).name.removeprefix("model=").split(".", 1)[0] for t in family_tables(wh)["embeddings"]})
+        tables = family_tables(wh)
+        methods = sorted({Path(t).name.removeprefix("model=").split(".", 1)[0] for t in tables["embeddings"]})
         for method in methods:
             stack.enter_context(locks.writer(wh.root, f"model={method}", f"seqrep retention {day}"))
-        for family, folders in expired(wh, cfg, day).items():
+        for family, folders in expired(wh, cfg, day, tables).items():
             if not folders:
                 continue
             size = sum(f.stat().st_size for folder in folders for f in folder.rglob("*") if f.is_file())
