@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train import _ms, _paired  # bench/train.py (the script's folder is on the path)
+from pipelines.modeling.compare import format_paired as _paired, mean_sd as _ms  # seqrep compare's statistics
 
 #: label -> (method, view, extra --set); target-only methods first.
 METHODS = {

@@ -37,7 +37,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from train import _ms  # bench/train.py (the script's folder is on the path)
+from pipelines.modeling.compare import mean_sd as _ms  # seqrep compare's statistics
 
 METRICS = ("hr", "ndcg", "mrr")
 

@@ -12,7 +12,9 @@ with HR@10 and NDCG@10 on that slice and the paired ΔNDCG@10 against ``--base``
 
 ``--methods`` takes ``LABEL=METHOD`` too: the method's runs kept and shown under LABEL, so one
 method with other ``--set`` values sits beside itself (the GAN's base is
-``base=sasrec_gan --set model.adversary=false``).
+``base=sasrec_gan --set model.adversary=false``), and ``--config-of LABEL=FILE`` gives a label its
+own config file (``seqrep tune``'s ``best.yaml`` beside the defaults: ``sasrec,tuned=sasrec
+--config-of tuned=.../best.yaml``).
 
 Results stay under ``--out`` (one JSON + per-user NPZ per run) and a rerun keeps finished runs,
 so seeds can be added later and the last call prints the whole table. ``--record NAME`` also
@@ -36,6 +38,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+
+from pipelines.modeling.compare import format_paired as _paired, mean_sd as _ms  # seqrep compare's statistics
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -80,6 +84,8 @@ def main() -> None:
     ap.add_argument("--methods", default="pop,markov,gru4rec,lstm,sasrec,bert4rec")
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--set", action="append", default=[], help="extra --set for every learned method")
+    ap.add_argument("--config-of", action="append", default=[], metavar="LABEL=FILE",
+                    help="a label's own config file (default: --config)")
     ap.add_argument("--base", default="markov", help="the method each one is compared with, paired on users")
     ap.add_argument("--tail", type=int, default=None, metavar="K",
                     help="also report the test users whose target item has <= K training events")
@@ -96,6 +102,20 @@ def main() -> None:
     outdir = Path(args.out or tempfile.mkdtemp(prefix="seqrep-bench-train-"))
     outdir.mkdir(parents=True, exist_ok=True)
     print(f"[bench] results under {outdir}", flush=True)
+    results = run_all(args, outdir)
+    text = table(results, args.base, args.tail)
+    print(text)
+    summary = {m: [{k: v for k, v in r.items() if k not in ("per_user", "log")} for r in rs] for m, rs in results.items()}
+    (outdir / "summary.json").write_text(json.dumps(summary, indent=1))
+    if args.record:
+        from results import record  # bench/results.py (the script's folder is on the path)
+
+        record(args.record, figures_of(results, args.base, args.tail), text)
+
+
+def run_all(args: argparse.Namespace, outdir: Path) -> dict[str, list[dict]]:
+    """Every (method, seed) of the command, each in its own process; finished runs under
+    ``outdir`` are kept."""
     seeds = [int(s) for s in args.seeds.split(",")]
     results: dict[str, list[dict]] = {}
     for spec in args.methods.split(","):
@@ -117,7 +137,8 @@ def main() -> None:
                 continue
             cmd = [sys.executable, __file__, "--worker", "--warehouse", args.warehouse, "--method", method,
                    "--seed", str(seed), "--out", str(out)]
-            cmd += ["--config", args.config] if args.config else []
+            own = dict(c.split("=", 1) for c in args.config_of).get(label, args.config)
+            cmd += ["--config", own] if own else []
             for s in args.set if learned else []:
                 cmd += ["--set", s]
             print(f"[bench] {label} seed {seed}", flush=True)
@@ -125,14 +146,7 @@ def main() -> None:
             r = json.loads(out.read_text())
             r["per_user"] = dict(np.load(out.with_suffix(".npz")))
             results.setdefault(label, []).append(r)
-    text = table(results, args.base, args.tail)
-    print(text)
-    summary = {m: [{k: v for k, v in r.items() if k not in ("per_user", "log")} for r in rs] for m, rs in results.items()}
-    (outdir / "summary.json").write_text(json.dumps(summary, indent=1))
-    if args.record:
-        from results import record  # bench/results.py (the script's folder is on the path)
-
-        record(args.record, figures_of(results, args.base, args.tail), text)
+    return results
 
 
 def figures_of(results: dict[str, list[dict]], base: str, tail: int | None) -> dict:
@@ -154,18 +168,6 @@ def results_of(figures: dict) -> dict[str, list[dict]]:
     return {m: [{**r, "per_user": {**{k: np.asarray(v) for k, v in r["per_user"].items()},
                                    **({"target_train_events": np.asarray(events)} if events is not None else {})}}
                 for r in rs] for m, rs in figures["runs"].items()}
-
-
-def _ms(values: list[float]) -> str:
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1 else f"{values[0]:.4f}"
-
-
-def _paired(d: np.ndarray) -> str:
-    """Mean of per-user differences ``d`` and its 95% normal interval."""
-    if len(d) < 2:
-        return f"{d.mean():+.4f}" if len(d) else "-"
-    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
-    return f"{d.mean():+.4f} [{d.mean() - half:+.4f}, {d.mean() + half:+.4f}]"
 
 
 def table(results: dict[str, list[dict]], base: str = "markov", tail: int | None = None) -> str:

@@ -17,3 +17,7 @@ class MethodError(ModelError):
 
 class DataError(ModelError):
     """The data given to a method lacks what it needs (the message says what, and how to get it)."""
+
+
+class TrainingDiverged(ModelError):
+    """The training loss became NaN or infinite (the message says in which epoch, and the learning rate)."""

@@ -4,7 +4,9 @@ The model's training examples (``model.training_examples``: by default windows o
 training events) are shuffled each epoch by a generator seeded with (seed, epoch), batched, and fed
 to ``model.loss``; Adam updates the weights. After each epoch the validation split is ranked in
 full; the best validation NDCG@10 keeps its weights, and ``patience`` epochs without a better one
-stop training. CUDA runs under bfloat16 autocast; CPU runs in float32 with deterministic
+stop training; a loss that turns NaN or infinite stops it with ``TrainingDiverged``. An
+``on_epoch`` hook sees each epoch's log row (``seqrep tune`` reports it to its pruner). CUDA runs
+under bfloat16 autocast; CPU runs in float32 with deterministic
 algorithms, so a seed gives the same model twice.
 
 The :class:`Trainer` writes into the folder it is given (it never asks where that is): the state
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import resource
 import shutil
@@ -32,11 +35,13 @@ import torch
 from models.base import SequenceModel
 from models.checkpoint import load_state, save_model, save_state, write_json
 from models.data import SequenceData
-from models.errors import DataError
+from models.errors import DataError, TrainingDiverged
 from models.evaluate import evaluate
 from models.registry import MethodConfig, TrainParams
 
 Echo = Callable[[str], None]
+#: Called with each epoch's log row after it is validated; may raise to stop training (a tuner's pruner).
+EpochHook = Callable[[dict[str, Any]], None]
 
 
 @dataclass
@@ -79,10 +84,10 @@ class Trainer:
     ``progress`` shows a tqdm bar (default: when stderr is a terminal)."""
 
     def __init__(self, model: SequenceModel, data: SequenceData, mc: MethodConfig, folder: Path, *,
-                 echo: Echo = print, progress: bool | None = None):
+                 echo: Echo = print, progress: bool | None = None, on_epoch: EpochHook | None = None):
         self.model, self.data, self.mc, self.folder = model, data, mc, Path(folder)
         self.tp = mc.train
-        self.echo = echo
+        self.echo, self.on_epoch = echo, on_epoch
         self.show = sys.stderr.isatty() if progress is None else progress
         self.device = pick_device(self.tp)
         self.state = _Progress()
@@ -129,9 +134,14 @@ class Trainer:
                 break
             self.state.epoch += 1
             loss, seconds = self.train_epoch(examples)
+            if not math.isfinite(loss):
+                raise TrainingDiverged(f"{self.mc.method}: the training loss is {loss} in epoch {self.state.epoch} "
+                                       f"(train.lr={self.tp.lr:g}); a smaller learning rate usually helps")
             row = self.validate(loss, seconds, len(examples), n_targets, started)
             self.early_stopping(row)
             self.save_state()
+            if self.on_epoch is not None:
+                self.on_epoch(row)
         (self.folder / "best.safetensors").unlink(missing_ok=True)
 
     # -- the steps ------------------------------------------------------------------------------------
@@ -232,6 +242,7 @@ class Trainer:
 
 
 def train(model: SequenceModel, data: SequenceData, mc: MethodConfig, folder: Path, *, resume: bool = False,
-          echo: Echo = print, progress: bool | None = None, meta: dict[str, Any] | None = None) -> TrainResult:
+          echo: Echo = print, progress: bool | None = None, meta: dict[str, Any] | None = None,
+          on_epoch: EpochHook | None = None) -> TrainResult:
     """Train ``model`` on ``data`` and write the finished model into ``folder`` (``Trainer.run``)."""
-    return Trainer(model, data, mc, folder, echo=echo, progress=progress).run(resume=resume, meta=meta)
+    return Trainer(model, data, mc, folder, echo=echo, progress=progress, on_epoch=on_epoch).run(resume=resume, meta=meta)

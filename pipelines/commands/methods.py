@@ -1,4 +1,4 @@
-"""Method commands: ``methods``, ``train``, ``evaluate``, ``infer``, ``publish``."""
+"""Method commands: ``methods``, ``train``, ``tune``, ``compare``, ``evaluate``, ``infer``, ``publish``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                            help="with --pair: the target's events, the source's, or both domains' (default: the "
                                 "method's own: target, mixed for the cross-domain methods)")
 
+    _register_studies(sub, common)
+
     s = sub.add_parser("infer", parents=[common],
                        help="write user and item embedding tables of trained methods as of a day (then: publish)")
     s.add_argument("--method", required=True, help="a learned method from `seqrep methods`; several: sasrec,gru4rec")
@@ -51,6 +53,35 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     s.add_argument("--version", help="the model version whose tables go live (default: the config's for the day; "
                                      "another one after `seqrep infer --version`)")
     s.set_defaults(func=publish)
+
+
+def _register_studies(sub, common: argparse.ArgumentParser) -> None:
+    """``tune`` and ``compare``: several trainings of methods on one day's data."""
+    s = sub.add_parser("tune", parents=[common],
+                       help="search a method's settings with Optuna on the validation split; writes a config file")
+    s.add_argument("--method", required=True, help="a learned method with a search space (`search:` in its YAML)")
+    s.add_argument("--date", type=parse_date, help="data as of this day (default: the last day with sequences)")
+    s.add_argument("--trials", type=int, default=20, help="finished trials the study should hold (default 20; "
+                                                          "a rerun continues the same study up to this number)")
+    s.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    s.add_argument("--study", help="the study's name (default: METHOD-PROTOCOL-DAY, or METHOD-PAIR-VIEW-DAY)")
+    s.add_argument("--space", help="a YAML file with a `search:` mapping (default: the method's own)")
+    s.add_argument("--seed", type=int, default=0, help="the sampler's seed (default 0)")
+    s.add_argument("--pair", help="tune on a cross-domain pair's view (cross_domain.pairs of the config)")
+    s.add_argument("--view", choices=PAIR_VIEWS, help="with --pair: which view (default: the method's own)")
+    _sets(s, "fix a setting for every trial, e.g. --set train.epochs=30 (repeatable)")
+    s.set_defaults(func=tune)
+
+    s = sub.add_parser("compare", parents=[common],
+                       help="train what is missing and compare methods over seeds, paired on users, with intervals")
+    s.add_argument("--methods", required=True, help="methods to compare, e.g. pop,markov,sasrec,gru4rec")
+    s.add_argument("--seeds", default="1,2,3", help="seeds of the learned methods (default 1,2,3)")
+    s.add_argument("--base", help="the method the others are compared with, paired on users (default: the first)")
+    s.add_argument("--protocol", choices=("loo", "temporal"), default="loo", help="evaluation protocol (default loo)")
+    s.add_argument("--date", type=parse_date, help="data as of this day (default: the last day with sequences)")
+    s.add_argument("--name", default="default", help="the comparison's name: comparisons/name=NAME/dt=DAY/")
+    _sets(s, "a setting for every learned method, e.g. --set train.epochs=30 (repeatable)")
+    s.set_defaults(func=compare)
 
 
 def _sets(s: argparse.ArgumentParser, text: str) -> None:
@@ -115,6 +146,37 @@ def train(args: argparse.Namespace) -> None:
     echo(f"trained {args.method} in {result.seconds:.1f}s, {result.epochs} epoch(s), best at {result.best_epoch}: "
          f"{result.folder}")
     _print_metrics(rows, args.json)
+
+
+def tune(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from pipelines.commands.common import config_file
+    from pipelines.modeling.train import resolve_day
+    from pipelines.modeling.tune import tune as run
+
+    if args.trials < 1:
+        raise UsageError(f"--trials {args.trials}: at least 1")
+    if args.view and not args.pair:
+        raise UsageError("--view goes with --pair")
+    cfg = config(args)
+    path = config_file(args)
+    run(cfg, args.method, resolve_day(cfg, args.date), trials=args.trials, timeout=args.timeout, study=args.study,
+        space_file=Path(args.space) if args.space else None, sets=args.sets, seed=args.seed, pair=args.pair,
+        view=args.view, config_path=Path(path) if path else None)
+
+
+def compare(args: argparse.Namespace) -> None:
+    from pipelines.modeling.compare import compare as run
+    from pipelines.modeling.train import resolve_day
+
+    try:
+        seeds = [int(x) for x in args.seeds.split(",")]
+    except ValueError:
+        raise UsageError(f"--seeds {args.seeds}: comma-separated integers, e.g. 1,2,3") from None
+    cfg = config(args)
+    run(cfg, names(args.methods), seeds, resolve_day(cfg, args.date), protocol=args.protocol,
+        base=args.base, sets=args.sets, name=args.name)
 
 
 def evaluate(args: argparse.Namespace) -> None:

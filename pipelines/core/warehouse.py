@@ -80,6 +80,8 @@ USER_EMBEDDINGS = "embeddings/users"
 ITEM_EMBEDDINGS = "embeddings/items"
 ITEM_INDEX = "embeddings/index"
 REPORTS = "reports"
+TUNING = "tuning"
+COMPARISONS = "comparisons"
 MANIFESTS = "_manifests"
 GATES = "_gates"
 RUNS = "_runs"
@@ -263,6 +265,18 @@ class Warehouse:
     def infer_key(method: str, day: date, version: str) -> str:
         """The manifest key of a version's embedding tables of a day (``stage=infer``)."""
         return f"model={method}/version={version}/dt={day.isoformat()}"
+
+    def tuning_folder(self, method: str, study: str) -> Path:
+        """``tuning/method=M/study=S``: an Optuna study of ``seqrep tune`` and its outputs."""
+        if not study or "/" in study or "\\" in study or study.startswith("."):
+            raise WarehouseError(f"study name {study!r} is not a plain name")
+        return self.table(f"{TUNING}/method={_method_dir(method)}/study={study}")
+
+    def comparison_folder(self, name: str, day: date) -> Path:
+        """``comparisons/name=N/dt=D``: a ``seqrep compare`` table and page."""
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise WarehouseError(f"comparison name {name!r} is not a plain name")
+        return self.table(f"{COMPARISONS}/name={name}/dt={day.isoformat()}")
 
     def report_folder(self, day: date) -> Path:
         return self.table(REPORTS) / f"dt={day.isoformat()}"

@@ -2,8 +2,11 @@
 
 One page per day, built from what the night wrote (nothing is recomputed): rows in and out of
 every ETL stage (their manifests), every gate's result (``_gates/``), failed tasks and their
-reasons (``_runs/``), the metrics of each method's version of the day, its training curves
-(``epochs.jsonl``), and the size of each embedding table. Written atomically, so a report is
+reasons (``_runs/``), the metrics of each method's version of the day beside the floors (most
+popular and Markov on the same split, fitted by the report: counts, seconds; a warning names
+each method that does not beat the best of them), its training curves
+(``epochs.jsonl``), the size of each embedding table, and the studies of ``seqrep tune`` (best
+trial, Optuna's history plot). Written atomically, so a report is
 either the previous one or the new one; rerunning a day replaces it.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import html
 import json
+import shutil
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -53,15 +57,42 @@ def _metric_rows(wh: Warehouse, day: date) -> list[dict[str, Any]]:
     rows = []
     for path in wh.metrics_files(day):
         method = path.parent.parent.name.split("=", 1)[1]
-        values = {(r["split"], r["metric"], r["k"]): r["value"] for r in pq.read_table(path).to_pylist()}
+        table = pq.read_table(path).to_pylist()
+        values = {(r["split"], r["metric"], r["k"]): r["value"] for r in table}
         cfg_path = wh.model_folder(method, path.stem) / "config.json"
         meta = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
-        rows.append({"method": method, "version": path.stem,
+        rows.append({"method": method, "version": path.stem, "protocol": table[0]["protocol"] if table else None,
+                     "pair": "/" in (table[0]["dataset"] if table else ""),
                      "training": "warm start" if meta.get("warm_start_from") else "full",
                      "epochs": meta.get("epochs"), "train s": meta.get("train_seconds"),
                      **{f"{s} {m.upper()}@10": values.get((s, m, 10)) for s in ("valid", "test")
                         for m in ("hr", "ndcg", "mrr")}})
     return rows
+
+
+def _with_floors(wh: Warehouse, day: date, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The metrics rows with the best floor of their protocol beside them (not for a cross-domain
+    pair's runs: their own data), and a warning for each learned method at or below it."""
+    from models.errors import ModelError
+    from pipelines.modeling.compare import FLOORS, floors
+
+    found: dict[str, dict[str, float]] = {}
+    warnings, out = [], []
+    for row in rows:
+        pair, protocol = row.pop("pair"), row["protocol"]
+        if not pair and protocol and protocol not in found:
+            try:
+                found[protocol] = floors(wh.root, day, protocol)
+            except ModelError:  # no sequences as of the day: nothing to read the methods against
+                found[protocol] = {}
+        best = max(found.get(protocol, {}).items(), key=lambda kv: kv[1], default=None) if not pair else None
+        row["floor test NDCG@10"] = f"{best[0]} {best[1]:.4f}" if best else None
+        test = row.get("test NDCG@10")
+        if best and row["method"] not in FLOORS and test is not None and test <= best[1]:
+            warnings.append(f"{row['method']} ({row['version']}) does not beat the best floor: test NDCG@10 "
+                            f"{test:.4f} against {best[0]}'s {best[1]:.4f}")
+        out.append(row)
+    return out, warnings
 
 
 def _table_sizes(wh: Warehouse, day: date) -> list[dict[str, Any]]:
@@ -179,7 +210,7 @@ def _html_table(rows: list[dict[str, Any]]) -> str:
 
 STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:0.5em 0 1.5em}"
          "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}th{background:#f3f3f3}"
-         "td.FAILED{color:#b00;font-weight:bold}img{max-width:100%}")
+         "td.FAILED{color:#b00;font-weight:bold}p.warn{color:#b00}img{max-width:100%}")
 
 
 def _retention_section(wh: Warehouse, day: date) -> list[tuple[str, str]]:
@@ -192,6 +223,25 @@ def _retention_section(wh: Warehouse, day: date) -> list[tuple[str, str]]:
     return [("Retention", _html_table(rows) if rows else "<p>nothing past its window</p>")]
 
 
+def _tuning_section(wh: Warehouse, day: date, out: Path) -> list[tuple[str, str]]:
+    """The studies of ``seqrep tune`` as of ``day`` or before: their best trial and Optuna's history plot."""
+    rows, images = [], []
+    for path in sorted(wh.table(layout.TUNING).glob("method=*/study=*/summary.json")):
+        s = json.loads(path.read_text())
+        if s["day"] > day.isoformat():
+            continue
+        rows.append({"method": s["method"], "study": s["study"], "as of": s["day"], "trials": s["trials"],
+                     **s["states"], "best valid NDCG@10": s["best_valid_ndcg@10"], "median s/trial": s["median_trial_s"],
+                     "best settings": ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                                for k, v in s["best_params"].items())})
+        if (path.parent / "history.png").is_file():
+            images.append(f"tuning-{s['method']}-{s['study']}.png")
+            shutil.copyfile(path.parent / "history.png", out / images[-1])
+    if not rows:
+        return []
+    return [("Tuning", _html_table(rows) + "".join(f"<img src='{i}' alt='{i}'>" for i in images))]
+
+
 def write_report(cfg: Config, day: date) -> Path:
     """Write the report of ``day`` (module docstring); returns its ``index.html``."""
     wh = Warehouse(cfg.warehouse)
@@ -201,16 +251,18 @@ def write_report(cfg: Config, day: date) -> Path:
 
 
 def _write_page(wh: Warehouse, day: date, out: Path) -> None:
-    metrics = _metric_rows(wh, day)
+    metrics, below = _with_floors(wh, day, _metric_rows(wh, day))
     images = [p for p in (_plot_metrics(metrics, out), _plot_curves(wh, metrics, out)) if p]
     failures = wh.failure_records(day)
     sections = [
         ("Stages", _html_table(_stage_rows(wh, day))),
         ("Gates", _html_table(_gate_rows(wh, day))),
         ("Failed tasks", _html_table(failures) if failures else "<p>none</p>"),
-        ("Methods", _html_table(metrics) + "".join(f"<img src='{i}' alt='{i}'>" for i in images)),
+        ("Methods", "".join(f"<p class='warn'>{html.escape(w)}</p>" for w in below) + _html_table(metrics)
+         + "".join(f"<img src='{i}' alt='{i}'>" for i in images)),
         ("Embedding tables", _html_table(_table_sizes(wh, day))),
         *_retention_section(wh, day),
+        *_tuning_section(wh, day, out),
     ]
     body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
     (out / "index.html").write_text(
