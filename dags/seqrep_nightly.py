@@ -11,7 +11,9 @@ configuration), or, when ``SEQREP_SPARK_REMOTE`` names a Spark Connect server
 graphs (Great Expectations, results in ``_gates/``). With ``cross_domain.pairs`` in the config,
 ``gate_features -> cross_domain -> gate_cross_domain`` assembles the cross-domain pairs beside the methods. Then one task group per method of the
 config's ``nightly.methods``, each task its own ``seqrep`` process (``pipelines/nightly/steps.py``), the
-torch ones in the ``gpu`` pool (CUDA when the worker has it, CPU otherwise)::
+torch ones in the ``gpu`` pool and the ``gpu`` queue (``SEQREP_GPU_QUEUE`` names another): a Celery
+worker started with ``--queues gpu`` takes them, CUDA when it has it, CPU otherwise; executors
+without queues (Local, ``dag.test()``) ignore it::
 
     train -> evaluate -> regression_gate -> infer -> gate_embeddings -> publish
 
@@ -72,6 +74,8 @@ WAREHOUSE = os.environ.get("SEQREP_WAREHOUSE", "warehouse")
 # JVM of their own; without one each is a spark-submit on the `seqrep_spark` connection's master.
 REMOTE = os.environ.get("SEQREP_SPARK_REMOTE")
 # The first day a run may process: backfills of older logs need it earlier (catchup stays off).
+#: The Celery queue of the torch tasks (train, evaluate, infer): only the GPU worker reads it.
+GPU_QUEUE = os.environ.get("SEQREP_GPU_QUEUE", "gpu")
 START = pendulum.parse(os.environ.get("SEQREP_START_DATE", "2020-01-01"), tz="UTC")
 
 with DAG(
@@ -121,7 +125,7 @@ with DAG(
             env={"SEQREP_WAREHOUSE": "{{ params.warehouse }}", "SEQREP_CONFIG": "{{ params.config }}",
                  REASON_ENV: REASON, **(env or {})},
             append_env=True,
-            pool="gpu" if gpu else "default_pool",
+            pool="gpu" if gpu else "default_pool", **({"queue": GPU_QUEUE} if gpu else {}),
             **(NO_RETRY if gate else RETRY), **kwargs,
         )
 

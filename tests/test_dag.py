@@ -162,6 +162,8 @@ def test_dag_files_import_cleanly_and_stay_light(airflow_home):
     assert dag.max_active_runs == 1 and dag.catchup is False
     assert {t.task_id for t in dag.tasks if t.depends_on_past} == {"sessionize", "features"}
     assert {t.task_id for t in dag.tasks if t.pool == "gpu"} == {"sasrec.train", "sasrec.evaluate", "sasrec.infer"}
+    # a pool caps them; the queue sends them to a GPU worker (Celery: `airflow celery worker --queues gpu`)
+    assert {t.task_id for t in dag.tasks if t.queue == "gpu"} == {"sasrec.train", "sasrec.evaluate", "sasrec.infer"}
     assert {t.task_id for t in dag.tasks if t.retries == 0} >= GATES  # all of them here: SEQREP_RETRIES=0
     assert all(t.on_failure_callback for t in dag.tasks)
     assert {a.name for a in dag.get_task("sasrec.publish").outlets} == {
