@@ -96,6 +96,7 @@ def test_a_study_records_failed_trials_with_their_reason_and_writes_the_best_con
     best = yaml.safe_load((folder / "best.yaml").read_text())
     settings = best["methods"]["sasrec"]
     assert settings["model"]["num_heads"] == 1 and settings["train"]["batch_size"] == 64  # the run's own kept
+    assert settings["model"]["dim"] == 16 and settings["train"]["epochs"] == 3  # and the fixed ones
     assert 1e-3 <= settings["train"]["lr"] <= 1e-2
     # the selection read the validation split only: the test split's metrics are written by training, not tuning
     assert not (slice_wh / "metrics").exists() and not (slice_wh / "models").exists()
@@ -112,14 +113,15 @@ def test_a_study_records_failed_trials_with_their_reason_and_writes_the_best_con
     assert main(["tune", "--method", "sasrec", "--date", str(DAY), "--trials", "7", "--space", str(other),
                  *FIXED, *common]) == 2
     assert "was created with other settings" in capsys.readouterr().err
-    # the best settings train as a config file (the FIXED ones again on the command line)
-    assert main(["train", "--method", "sasrec", "--date", str(DAY), "--json", *FIXED, "--warehouse", str(slice_wh),
+    # the best settings train as a config file, the fixed ones with them
+    assert main(["train", "--method", "sasrec", "--date", str(DAY), "--json", "--warehouse", str(slice_wh),
                  "--config", str(folder / "best.yaml")]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["split"] for r in rows} == {"valid", "test"}
     (model,) = (slice_wh / "models/sasrec").iterdir()
     trained = json.loads((model / "config.json").read_text())
     assert trained["model"]["num_heads"] == 1 and trained["train"]["lr"] == settings["train"]["lr"]
+    assert trained["model"]["dim"] == 16 and trained["epochs"] <= 3
 
 
 def test_a_study_killed_mid_trial_is_continued_by_the_same_command(slice_wh, tmp_path):
@@ -147,4 +149,9 @@ def test_a_study_killed_mid_trial_is_continued_by_the_same_command(slice_wh, tmp
         (reason,) = con.execute("SELECT value_json FROM trial_user_attributes a JOIN trials t USING (trial_id) "
                                 "WHERE t.number = 1 AND a.key = 'error'").fetchone()
     assert "interrupted" in reason
+    # trial 0 was the configuration as it stands (SASRec's default learning rate, inside the range)
+    with sqlite3.connect(db) as con:
+        (lr,) = con.execute("SELECT param_value FROM trial_params p JOIN trials t USING (trial_id) "
+                            "WHERE t.number = 0 AND p.param_name = 'train.lr'").fetchone()
+    assert lr == pytest.approx(1e-3)
     assert not list(db.parent.glob("trial-*.partial"))  # the killed trial's work folder went with it

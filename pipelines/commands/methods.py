@@ -67,6 +67,8 @@ def _register_studies(sub, common: argparse.ArgumentParser) -> None:
     s.add_argument("--study", help="the study's name (default: METHOD-PROTOCOL-DAY, or METHOD-PAIR-VIEW-DAY)")
     s.add_argument("--space", help="a YAML file with a `search:` mapping (default: the method's own)")
     s.add_argument("--seed", type=int, default=0, help="the sampler's seed (default 0)")
+    s.add_argument("--prune-after", type=int, default=10, metavar="EPOCHS",
+                   help="judge a trial against the earlier ones from this epoch on (default 10)")
     s.add_argument("--pair", help="tune on a cross-domain pair's view (cross_domain.pairs of the config)")
     s.add_argument("--view", choices=PAIR_VIEWS, help="with --pair: which view (default: the method's own)")
     _sets(s, "fix a setting for every trial, e.g. --set train.epochs=30 (repeatable)")
@@ -163,7 +165,7 @@ def tune(args: argparse.Namespace) -> None:
     path = config_file(args)
     run(cfg, args.method, resolve_day(cfg, args.date), trials=args.trials, timeout=args.timeout, study=args.study,
         space_file=Path(args.space) if args.space else None, sets=args.sets, seed=args.seed, pair=args.pair,
-        view=args.view, config_path=Path(path) if path else None)
+        view=args.view, config_path=Path(path) if path else None, prune_after=args.prune_after)
 
 
 def compare(args: argparse.Namespace) -> None:

@@ -9,12 +9,15 @@ Each method declares what may be searched beside its defaults, in ``models/confi
       model.num_layers: {low: 1, high: 3}             # an int (both bounds ints)
       train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}
 
-A trial trains the method on the day's data (loaded once for the whole study) with the sampled
+The first trial of a new study is the run's configuration as it stands (when its values lie in
+the space), so the best trial is never worse than it on validation. A trial trains the method on
+the day's data (loaded once for the whole study) with the sampled
 settings over the run's configuration (``methods.<name>`` of the config file, then ``--set``),
 and its score is the trained model's validation NDCG@10: the test split is never read, so the
 selection is on validation only. Optuna's TPE sampler (Bergstra et al., NeurIPS 2011) proposes
-the settings; its median pruner stops a trial whose validation NDCG@10 after an epoch is below the
-median of the earlier trials' at that epoch. A trial that fails (a combination the model rejects,
+the settings; its median pruner stops a trial whose validation NDCG@10 after an epoch (from the
+``prune_after``-th, default 10) is below the median of the earlier trials' at that epoch. A
+trial that fails (a combination the model rejects,
 a loss that diverges, memory) is recorded as failed with its reason, and the study goes on.
 
 The study lives in SQLite under ``tuning/method=M/study=S/study.db``: the same command run again
@@ -139,6 +142,15 @@ class Tuning:
     folder: Path
     echo: Echo = print
 
+    def current(self) -> dict[str, Any] | None:
+        """The searched settings' values in the run's configuration, if every one lies in its range."""
+        mc = method_config(self.method, self.cfg.methods.get(self.method), self.sets)
+        tree = {"model": mc.params().model_dump(), "train": mc.train.model_dump()}
+        values = {d.key: tree[d.key.split(".", 1)[0]][d.key.split(".", 1)[1]] for d in self.space}
+        inside = all(v in d.choices if d.choices is not None else d.low <= v <= d.high
+                     for d, v in zip(self.space, values.values()))
+        return values if inside else None
+
     def objective(self, trial: "optuna.Trial") -> float:
         """Train with the trial's settings; the validation NDCG@10 of the best epoch's weights."""
         import optuna
@@ -182,21 +194,26 @@ def study_name(method: str, day: date, protocol: str, pair: str | None = None, v
     return f"{method}-{pair}-{view}-{day}" if pair else f"{method}-{protocol}-{day}"
 
 
-def open_study(folder: Path, name: str, tuning: Tuning, seed: int) -> "optuna.Study":
+def open_study(folder: Path, name: str, tuning: Tuning, seed: int, prune_after: int = 10) -> "optuna.Study":
     """The study in ``folder/study.db`` (created, or continued: its trials cut short by a kill
-    recorded as failed). A study created with another space, method or day is refused."""
+    recorded as failed). A study created with another space, method or day is refused. The pruner
+    judges a trial from its ``prune_after``-th epoch on: early epochs say little of where a run
+    ends (a small learning rate starts slowly and may end best)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(f"sqlite:///{folder / 'study.db'}")
     study = optuna.create_study(
         storage=storage, study_name=name, direction="maximize", load_if_exists=True,
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2))
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=prune_after))
     identity = {"method": tuning.method, "day": str(tuning.day), "space": {d.key: d.spec() for d in tuning.space},
                 "sets": list(tuning.sets)}
     if not study.user_attrs:
         for k, v in identity.items():
             study.set_user_attr(k, v)
+        current = tuning.current()
+        if current is not None:  # the configuration as it stands is trial 0: the best is never worse on validation
+            study.enqueue_trial(current)
     elif {k: study.user_attrs.get(k) for k in identity} != identity:
         raise UsageError(f"study {name} in {folder} was created with other settings "
                          f"({ {k: study.user_attrs.get(k) for k in identity} }); name another with --study")
@@ -225,7 +242,8 @@ def describe(t: "optuna.trial.FrozenTrial") -> str:
 
 def tune(cfg: Config, method: str, day: date, *, trials: int, timeout: float | None = None, study: str | None = None,
          space_file: Path | None = None, sets: list[str] = (), seed: int = 0, pair: str | None = None,
-         view: str | None = None, config_path: Path | None = None, echo: Echo = print) -> dict[str, Any]:
+         view: str | None = None, config_path: Path | None = None, prune_after: int = 10,
+         echo: Echo = print) -> dict[str, Any]:
     """Run (or continue) the study until it holds ``trials`` finished trials or ``timeout`` seconds
     pass; write ``best.yaml``, ``trials.csv`` and the plots. Returns the summary."""
     space = search_space(method, space_file)
@@ -242,7 +260,7 @@ def tune(cfg: Config, method: str, day: date, *, trials: int, timeout: float | N
     with locks.writer(wh.root, f"tune.{method}.{name}"):
         tuning = Tuning(cfg, method, day, space, list(sets), _data(cfg, method, day, mc.train.protocol, pair, view),
                         folder, echo)
-        return _run(tuning, open_study(folder, name, tuning, seed), trials, timeout, config_path)
+        return _run(tuning, open_study(folder, name, tuning, seed, prune_after), trials, timeout, config_path)
 
 
 def _data(cfg: Config, method: str, day: date, protocol: str, pair: str | None, view: str | None) -> SequenceData:
@@ -301,11 +319,14 @@ def finish(tuning: Tuning, study: "optuna.Study", config_path: Path | None) -> d
 
 
 def write_best(tuning: Tuning, best: "optuna.trial.FrozenTrial", config_path: Path | None) -> Path:
-    """``best.yaml``: the run's config file (if any) with the best settings under ``methods.<name>``."""
+    """``best.yaml``: the run's config file (if any) with the best settings, and those ``--set``
+    fixed for every trial, under ``methods.<name>``."""
     tree = (yaml.safe_load(config_path.read_text()) or {}) if config_path is not None else {}
     methods = tree.setdefault("methods", {}) or {}
     tree["methods"] = methods
-    methods[tuning.method] = _with_params(methods.get(tuning.method), best.params)
+    # The settings --set fixed for every trial are part of what was selected: written too.
+    fixed = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in tuning.sets)}
+    methods[tuning.method] = _with_params(methods.get(tuning.method), {**fixed, **best.params})
     header = (f"# seqrep tune: study {tuning.folder.name.removeprefix('study=')}, trial {best.number}, "
               f"valid NDCG@10 {best.value:.4f} as of {tuning.day}"
               f"{f'; the rest is {config_path}' if config_path is not None else ''}\n")
