@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # pip's config on some machines names index folders that do not exist; its warnings are noise.
 PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: install demo test wheel-check lint bench lock clean
+.PHONY: install demo test test-scheduler airflow wheel-check lint bench lock clean
 
 install: $(STAMP)
 
@@ -29,6 +29,16 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# Airflow for real, kept out of `make test` for its time: Postgres, the scheduler, the dag-processor
+# and the api-server as processes, a 2-day `airflow backfill create` of the nightly DAG.
+test-scheduler: install
+	$(PY) -m pytest -q -m scheduler
+
+# A local Airflow with the seqrep DAGs (api-server, scheduler, dag-processor; LocalExecutor):
+# prints the UI's address and login. `.venv/bin/seqrep airflow stop` stops it.
+airflow: install
+	$(VENV)/bin/seqrep airflow start
 
 # `pip install .` (not editable) into a fresh venv, then a synthetic day and a training run from another folder.
 wheel-check:

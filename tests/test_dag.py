@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -458,3 +459,94 @@ def test_the_erasure_dag_forgets_a_user_and_its_gate_proves_it(airflow_home, sli
     (audit,) = privacy.erasure_records(wh)
     assert audit["reason"] == "DSR-1" and audit["id_hashes"] == [privacy.id_hash(user)]
     assert json.loads(next((wh / "_gates/stage=erasure").glob(f"request={audit['request']}/*.json")).read_text())["passed"]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL 15 cluster (``tests/postgres.py``) for Airflow's metadata database."""
+    import postgres
+
+    why = postgres.available()
+    if why:
+        if os.environ.get("SEQREP_REQUIRE_DATA") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    with postgres.cluster() as url:
+        yield url
+
+
+def test_the_nightly_dag_runs_on_airflow_with_postgres(airflow_home, slice_logs, spark, postgres_url, tmp_path):
+    """Airflow's metadata in Postgres (``airflow db migrate`` on a fresh cluster), ``airflow dags
+    test`` of one night (its ETL tasks marked done after the same ETL ran in this process, as for
+    days 2 and 3 above; the model tasks run): every task succeeds, as Postgres records it, and the
+    night's tables are published."""
+    import sqlalchemy
+
+    wh, config = tmp_path / "wh", airflow_home / "seqrep.yaml"
+    etl_in_process(spark, config, wh, DAYS[0])
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres_url}
+    for cmd in (["db", "migrate"], ["pools", "set", "gpu", "1", "torch tasks"]):
+        out = subprocess.run([sys.executable, "-m", "airflow", *cmd], env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-3000:]
+    conf = json.dumps({"warehouse": str(wh), "config": str(config), "driver_memory": "1g"})
+    out = subprocess.run([sys.executable, "-m", "airflow", "dags", "test", "seqrep_nightly",
+                          (datetime.combine(DAYS[0], datetime.min.time()) + timedelta(days=1)).isoformat() + "+00:00",
+                          "--conf", conf, "--mark-success-pattern", ETL_TASKS], env=env, capture_output=True, text=True,
+                         timeout=1200)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    engine = sqlalchemy.create_engine(postgres_url)
+    with engine.connect() as con:
+        (run_state,) = con.execute(sqlalchemy.text(
+            "SELECT state FROM dag_run WHERE dag_id = 'seqrep_nightly'")).one()
+        states = dict(con.execute(sqlalchemy.text(
+            "SELECT task_id, state FROM task_instance WHERE dag_id = 'seqrep_nightly'")).all())
+    engine.dispose()
+    assert run_state == "success" and states.pop("watcher") == "skipped", states
+    assert set(states.values()) == {"success"} and len(states) == 14, states
+    assert (wh / f"_manifests/stage=publish/model=sasrec/dt={DAYS[0]}.json").is_file()
+
+
+@pytest.mark.scheduler
+def test_a_backfill_through_the_scheduler_equals_seqrep_backfill(airflow_home, slice_logs, spark_connect, tmp_path):
+    """Airflow for real (``make test-scheduler``): Postgres, the api-server, the scheduler and the
+    dag-processor as processes (``seqrep airflow``'s, LocalExecutor), the nightly DAG unpaused and a
+    2-day ``airflow backfill create`` run through the scheduler to success; its published tables
+    equal those of ``seqrep backfill`` for the same days, bit for bit."""
+    import postgres
+    import sqlalchemy
+
+    from pipelines.cli import main
+    from pipelines.etl.processes import free_port
+    from pipelines.nightly import airflow_local
+
+    config, wh, home, port = airflow_home / "seqrep.yaml", tmp_path / "scheduled", tmp_path / "airflow", free_port()
+    days = DAYS[:2]
+    with postgres.cluster() as url:
+        env = airflow_local.environment(home, config, wh, port)
+        env.update({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url, "SEQREP_SPARK_REMOTE": spark_connect,
+                    "SEQREP_RETRIES": "0", "SEQREP_START_DATE": "1997-01-01", "AIRFLOW__CORE__PARALLELISM": "2"})
+        airflow_local.start(env, port)
+        try:
+            for cmd in (["dags", "reserialize"], ["dags", "unpause", "seqrep_nightly"],
+                        ["backfill", "create", "--dag-id", "seqrep_nightly", "--from-date", str(days[0] + timedelta(days=1)),
+                         "--to-date", str(days[-1] + timedelta(days=1)), "--max-active-runs", "1",
+                         "--reprocess-behavior", "completed"]):
+                out = subprocess.run([sys.executable, "-m", "airflow", *cmd], env=env, capture_output=True, text=True)
+                assert out.returncode == 0, (cmd, out.stderr[-2000:])
+            engine = sqlalchemy.create_engine(url)
+            deadline, states = datetime.now() + timedelta(minutes=25), []
+            while datetime.now() < deadline:
+                with engine.connect() as con:
+                    states = [s for (s,) in con.execute(sqlalchemy.text(
+                        "SELECT state FROM dag_run WHERE dag_id = 'seqrep_nightly' ORDER BY logical_date")).all()]
+                if len(states) == 2 and set(states) <= {"success", "failed"}:
+                    break
+                time.sleep(5)
+            engine.dispose()
+        finally:
+            airflow_local.stop(home)
+    assert states == ["success", "success"], (states, (home / "scheduler.log").read_text()[-3000:])
+    assert main(["backfill", "--from", str(days[0]), "--to", str(days[-1]), "--config", str(config),
+                 "--warehouse", str(tmp_path / "backfill")]) == 0
+    for day in days:
+        assert_same_tables(tables(wh, day), tables(tmp_path / "backfill", day), f"scheduler vs seqrep backfill, {day}")

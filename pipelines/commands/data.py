@@ -1,5 +1,5 @@
 """Data commands: ``ingest``, ``etl``, ``validate``, ``generate``, ``summary``, ``doctor``,
-``spark-server``."""
+``spark-server``, ``spark-cluster``."""
 
 from __future__ import annotations
 
@@ -66,6 +66,15 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     s.add_argument("action", choices=["start", "stop", "status"])
     s.add_argument("--port", type=int, default=15002)
     s.set_defaults(func=spark_server)
+
+    s = sub.add_parser("spark-cluster", parents=[common],
+                       help="start, stop or check a Spark standalone cluster (master and workers) on this machine")
+    s.add_argument("action", choices=["start", "stop", "status"])
+    s.add_argument("--port", type=int, default=7077, help="the master's port (default 7077)")
+    s.add_argument("--workers", type=int, default=2, help="workers to start (default 2)")
+    s.add_argument("--worker-cores", type=int, default=1, help="cores of each worker (default 1)")
+    s.add_argument("--worker-memory", default="2g", help="memory of each worker's executors (default 2g)")
+    s.set_defaults(func=spark_cluster)
 
 
 def _days(s: argparse.ArgumentParser, *, allow_all: bool) -> None:
@@ -187,6 +196,33 @@ def doctor(args: argparse.Namespace) -> None:
     if problems:
         raise WarehouseError(f"{len(problems)} problem(s) in {Path(cfg.warehouse).resolve()} (above)")
     print(f"{Path(cfg.warehouse).resolve()}: no problem found")
+
+
+def spark_cluster(args: argparse.Namespace) -> None:
+    """A master and workers of the installed pyspark on loopback; Spark commands use it through
+    ``SEQREP_SPARK_MASTER`` (``pipelines/etl/spark_cluster.py``)."""
+    from pipelines.etl import spark_cluster as cluster
+
+    if args.action == "start":
+        if args.workers < 1 or args.worker_cores < 1:
+            raise UsageError("--workers and --worker-cores: at least 1")
+        t0 = time.monotonic()
+        found, started = cluster.start(args.port, args.workers, args.worker_cores, args.worker_memory)
+        print(f"{'started' if started else 'already running'}: Spark cluster {found.url} "
+              f"({len(found.workers())} worker(s), UI http://127.0.0.1:{found.ui_port}"
+              f"{f', {time.monotonic() - t0:.1f} s' if started else ''}; logs {cluster.state_dir(args.port)})")
+        print(f"run Spark commands on it with: export SEQREP_SPARK_MASTER={found.url}")
+    elif args.action == "stop":
+        print(f"stopped the Spark cluster on port {args.port}" if cluster.stop(args.port)
+              else f"no Spark cluster started by seqrep on port {args.port}")
+    else:
+        found = cluster.running(args.port)
+        if found is None:
+            raise UsageError(f"no Spark cluster started by seqrep on port {args.port}; "
+                             f"`seqrep spark-cluster start --port {args.port}`")
+        alive = sum(w.get("state") == "ALIVE" for w in found.workers())
+        print(f"running: Spark cluster {found.url}, {alive} worker(s) alive (pids {found.pids}; "
+              f"UI http://127.0.0.1:{found.ui_port})")
 
 
 def spark_server(args: argparse.Namespace) -> None:

@@ -1,4 +1,4 @@
-"""Nightly commands: ``report``, ``backfill``, ``demo``."""
+"""Nightly commands: ``report``, ``backfill``, ``demo``, ``airflow``."""
 
 from __future__ import annotations
 
@@ -26,6 +26,13 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                        help="generate logs and run the nightly DAG on them (Airflow, Spark) under ./demo")
     s.set_defaults(func=demo)
 
+    s = sub.add_parser("airflow", parents=[common],
+                       help="start, stop or check a local Airflow (api-server, scheduler, dag-processor) with the seqrep DAGs")
+    s.add_argument("action", choices=["start", "stop", "status"])
+    s.add_argument("--port", type=int, default=8080, help="the api-server's port (default 8080)")
+    s.add_argument("--home", default=".airflow", help="AIRFLOW_HOME: database, logs, pids (default ./.airflow)")
+    s.set_defaults(func=airflow)
+
 
 def report(args: argparse.Namespace) -> None:
     from pipelines.nightly.report import write_report
@@ -51,3 +58,30 @@ def demo(args: argparse.Namespace) -> None:
     from pipelines.nightly.demo import run_demo
 
     run_demo(config_file(args))
+
+
+def airflow(args: argparse.Namespace) -> None:
+    """A local Airflow of the DAG folder (``pipelines/nightly/airflow_local.py``): the DAG's
+    ``warehouse`` and ``config`` parameters default to ``--warehouse`` and ``--config``."""
+    from pathlib import Path
+
+    from pipelines.nightly import airflow_local as local
+
+    home = Path(args.home).resolve()
+    if args.action == "stop":
+        print(f"stopped Airflow of {home}" if local.stop(home) else f"no Airflow started from {home}")
+        return
+    if args.action == "status":
+        found = local.running(home)
+        if not found:
+            raise UsageError(f"no Airflow started from {home}; `seqrep airflow start --home {args.home}`")
+        print(f"running from {home}: " + ", ".join(f"{n} (pid {p})" for n, p in found.items()))
+        return
+    cfg = config(args)
+    path = config_file(args)
+    env = local.environment(home, Path(path).resolve() if path else None, Path(cfg.warehouse).resolve(), args.port)
+    pids = local.start(env, args.port)
+    print(f"Airflow is up: http://127.0.0.1:{args.port}  (login admin / {local.password(home) or 'see the api-server log'})")
+    print(f"  processes: {', '.join(f'{n} {p}' for n, p in pids.items())}; logs and pids in {home}")
+    print("  the seqrep DAGs start paused: `airflow dags unpause seqrep_nightly` (with AIRFLOW_HOME set), or the UI")
+    print(f"  stop with: seqrep airflow stop --home {args.home}")

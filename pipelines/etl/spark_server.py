@@ -15,8 +15,6 @@ pair per port, so ``stop`` finds the process it started and no other.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +23,7 @@ from pathlib import Path
 from pipelines.core.config import SparkConfig
 from pipelines.core.errors import UsageError
 from pipelines.etl.localfs import cache_dir
+from pipelines.etl.processes import alive_pid, listening, require_free, stop_group
 from pipelines.etl.spark import REMOTE_ENV, spark_settings
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
@@ -45,18 +44,7 @@ def log_file(port: int) -> Path:
 
 def running_pid(port: int) -> int | None:
     """The pid of the server this folder started on ``port``, if that process is alive."""
-    try:
-        pid = int(pid_file(port).read_text().strip())
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
-        return None
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+    return alive_pid(pid_file(port))
 
 
 def command(cfg: SparkConfig, port: int) -> list[str]:
@@ -76,9 +64,7 @@ def start(cfg: SparkConfig, port: int = DEFAULT_PORT, timeout: float = 180.0) ->
     pid = running_pid(port)
     if pid:
         return pid, False
-    if _listening(port):
-        raise UsageError(f"port {port} is taken by another process (not a server started by seqrep); "
-                         f"choose another with --port")
+    require_free(port, "Spark Connect server")
     import pyspark
 
     env = {**os.environ, "SPARK_HOME": str(Path(pyspark.__file__).parent), "MALLOC_ARENA_MAX": "2",
@@ -93,7 +79,7 @@ def start(cfg: SparkConfig, port: int = DEFAULT_PORT, timeout: float = 180.0) ->
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     pid_file(port).write_text(str(proc.pid))
     deadline = time.monotonic() + timeout
-    while not _listening(port):
+    while not listening(port):
         if proc.poll() is not None or time.monotonic() > deadline:
             stop(port)
             tail = log_file(port).read_text()[-2000:]
@@ -110,17 +96,5 @@ def stop(port: int = DEFAULT_PORT, timeout: float = 30.0) -> bool:
     pid_file(port).unlink(missing_ok=True)
     if pid is None:
         return False
-    os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return True
-        try:  # reap it when this process started it
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.2)
-    os.killpg(pid, signal.SIGKILL)
+    stop_group(pid, timeout)
     return True
