@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from models import distributed
 from models.base import SequenceModel
 from models.checkpoint import load_state, save_model, save_state, write_json
 from models.data import SequenceData
@@ -57,13 +58,16 @@ class TrainResult:
 def pick_device(tp: TrainParams) -> torch.device:
     if tp.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device is cuda but torch sees no CUDA device")
-    return torch.device("cuda" if tp.device != "cpu" and torch.cuda.is_available() else "cpu")
+    cuda = tp.device != "cpu" and torch.cuda.is_available()
+    if distributed.world()[1] > 1:  # one GPU per process (LOCAL_RANK) under torchrun
+        return distributed.device_of_rank(cuda)
+    return torch.device("cuda" if cuda else "cpu")
 
 
 def setup_torch(tp: TrainParams, device: torch.device) -> None:
     torch.manual_seed(tp.seed)
-    if device.type == "cpu":
-        torch.set_num_threads(tp.threads or os.cpu_count() or 1)
+    if device.type == "cpu":  # the cores shared by the processes of a data-parallel run
+        torch.set_num_threads(max(1, (tp.threads or os.cpu_count() or 1) // distributed.world()[1]))
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
@@ -86,6 +90,10 @@ class Trainer:
     def __init__(self, model: SequenceModel, data: SequenceData, mc: MethodConfig, folder: Path, *,
                  echo: Echo = print, progress: bool | None = None, on_epoch: EpochHook | None = None):
         self.model, self.data, self.mc, self.folder = model, data, mc, Path(folder)
+        if not distributed.is_main():  # the replicas of a data-parallel run: rank 0 alone writes the model
+            import tempfile
+
+            self.folder = Path(tempfile.mkdtemp(prefix=f"seqrep-rank{distributed.world()[0]}-"))
         self.tp = mc.train
         self.echo, self.on_epoch = echo, on_epoch
         self.show = sys.stderr.isatty() if progress is None else progress
@@ -111,6 +119,8 @@ class Trainer:
         self.model.load_state_dict(self.best_state)
         seconds = time.perf_counter() - t0
         self.write(seconds, meta)
+        if not distributed.is_main():
+            shutil.rmtree(self.folder, ignore_errors=True)
         return TrainResult(self.folder, self.state.epoch, self.state.best_epoch, self.state.best if self.model.learned
                            else float("nan"), seconds, self.state.log)
 
@@ -118,6 +128,10 @@ class Trainer:
         """Epochs until ``train.epochs``, early stopping or the time budget; the best weights end in
         ``best_state``."""
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.tp.lr, weight_decay=self.tp.weight_decay)
+        self.rank, self.world = distributed.world()
+        if self.world > 1:
+            distributed.init(self.device)
+        self.step = distributed.wrap(self.model, self.device) if self.world > 1 else self.model.loss
         if self.tp.valid_split not in self.data.splits:
             raise DataError(f"train.valid_split={self.tp.valid_split}: the data as of {self.data.day} has no such split "
                             f"(its splits: {', '.join(self.data.splits) or 'none'})")
@@ -159,22 +173,26 @@ class Trainer:
         model.train()
         order = torch.as_tensor(np.random.default_rng([tp.seed, self.state.epoch]).permutation(len(examples)),
                                 device=examples.device)
+        size = tp.batch_size
+        if self.world > 1:  # this process's share, in batches of its share of the batch
+            order, size = distributed.shard(order, self.rank, self.world), distributed.local_batch(size, self.world)
         amp = self.device.type == "cuda" and tp.amp
         t = time.perf_counter()
         total, batches = 0.0, 0
-        bar = tqdm(range(0, len(order), tp.batch_size), desc=f"epoch {self.state.epoch}", unit="batch", leave=False,
+        bar = tqdm(range(0, len(order), size), desc=f"epoch {self.state.epoch}", unit="batch", leave=False,
                    disable=not self.show)
         for lo in bar:
-            batch = examples[order[lo:lo + tp.batch_size]].to(self.device, non_blocking=True)
+            batch = examples[order[lo:lo + size]].to(self.device, non_blocking=True)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                loss = model.loss(batch)
+                loss = self.step(batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             total, batches = total + float(loss.detach()), batches + 1
             if self.show and batches % 10 == 0:
                 bar.set_postfix(loss=f"{total / batches:.4f}", samples_s=f"{lo / max(time.perf_counter() - t, 1e-9):,.0f}")
-        return total / batches, time.perf_counter() - t
+        mean = total / batches
+        return (distributed.mean_over_ranks(mean) if self.world > 1 else mean), time.perf_counter() - t
 
     def validate(self, loss: float, seconds: float, n_examples: int, n_targets: int, started: float) -> dict[str, Any]:
         """Rank the validation split in full; the epoch's log row."""

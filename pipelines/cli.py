@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.nightly.failures import clear_reason, write_reason
 
     args = parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given (train --nproc runs it again)
     clear_reason()
     try:
         args.func(args)

@@ -26,6 +26,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         s.set_defaults(func=func)
         if name == "train":
             s.add_argument("--resume", action="store_true", help="continue an interrupted run of this configuration")
+            s.add_argument("--nproc", type=int, default=1, metavar="N",
+                           help="data-parallel training in N processes (torchrun; gloo on CPU, NCCL with one GPU each)")
             s.add_argument("--incremental", action="store_true",
                            help="the nightly policy: warm start from the last published version, or a full "
                                 "retrain when due (nightly.* of the config); no metrics (run evaluate)")
@@ -114,12 +116,43 @@ def _print_metrics(rows: list[dict], as_json: bool) -> None:
             print(format_table(part))
 
 
+def _torchrun(args: argparse.Namespace) -> None:
+    """``seqrep train --nproc N``: the same command under ``torchrun`` in N processes
+    (``models/distributed.py``); its exit code is this one's."""
+    import os
+    import subprocess
+
+    if args.nproc < 1:
+        raise UsageError(f"--nproc {args.nproc}: at least 1")
+    if args.resume or args.incremental:
+        raise UsageError("--nproc trains one version from scratch: no --resume or --incremental")
+    argv, skip = [], False
+    for a in args.argv:
+        if skip or a == "--nproc" or a.startswith("--nproc="):
+            skip = a == "--nproc"
+            continue
+        argv.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+           "-m", "pipelines.cli", *argv]
+    code = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
+    if code:
+        raise SystemExit(code)
+
+
 def train(args: argparse.Namespace) -> None:
+    import os
+
+    if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        return _torchrun(args)
     from pipelines.modeling.train import resolve_day, train_method
+
+    from models import distributed
 
     cfg = config(args)
     day = resolve_day(cfg, args.date)
     echo = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else print
+    if not distributed.is_main():  # a replica of a --nproc run: rank 0 speaks
+        echo = lambda _: None  # noqa: E731
     if args.pair and args.incremental:
         raise UsageError("--pair trains one version as of a day: no --incremental")
     if args.incremental:
@@ -147,7 +180,8 @@ def train(args: argparse.Namespace) -> None:
         result, rows = train_method(cfg, args.method, day, sets=args.sets, resume=args.resume, echo=echo)
     echo(f"trained {args.method} in {result.seconds:.1f}s, {result.epochs} epoch(s), best at {result.best_epoch}: "
          f"{result.folder}")
-    _print_metrics(rows, args.json)
+    if distributed.is_main():
+        _print_metrics(rows, args.json)
 
 
 def tune(args: argparse.Namespace) -> None:

@@ -81,6 +81,11 @@ def train_method(cfg: Config, name: str, day: date, *, sets: list[str] = (), res
         note = f" (warm start from {warm.folder.name}, {warm.epochs} epochs, grown: {', '.join(grown) or 'none'})"
     echo(f"train {name} on {dataset_name(cfg, scope)} as of {day}: {len(data.users):,} users, {data.n_items:,} items, "
          f"{len(data.items):,} events -> {folder}{note}")
+    from models import distributed
+
+    if not distributed.is_main():  # a replica of a data-parallel run (models/distributed.py): rank 0 writes
+        result = train(model, data, fit, folder, echo=lambda _: None, progress=False)
+        return replace(result, folder=folder), []
     with transaction(Warehouse(cfg.warehouse), f"model={name}") as wh:  # the version and its metrics together
         workdir = wh.model_workdir(name, version)
         result = train(model, data, fit, workdir, resume=resume, echo=echo, meta={"version": version, **({"scope": scope} if scope else {}), **(meta or {})})
