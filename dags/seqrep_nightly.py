@@ -29,9 +29,9 @@ that day (a regression stops one method: the last published tables stay live); e
 outputs stay as they were. Spark and torch tasks retry with exponential backoff, gates do not; a
 task that fails for good leaves its reason in ``_runs/dt=D/<task>.json``.
 
-A run processes its data interval: the scheduled run at 2024-01-02 00:00 UTC, ``airflow dags
-test seqrep_nightly 2024-01-02`` and ``airflow backfill create ... --from-date 2024-01-02`` all
-process 2024-01-01. Sessions, vocabularies, sequences and warm starts continue from the day
+A run processes its data interval: the scheduled run at 2024-01-02 00:00 UTC and ``airflow dags
+test seqrep_nightly 2024-01-02`` process 2024-01-01; ``airflow backfill create --from-date
+2024-01-01`` takes logical dates (interval starts), so its first run processes 2024-01-01. Sessions, vocabularies, sequences and warm starts continue from the day
 before, so runs go one day at a time (``max_active_runs=1``; give backfills
 ``--max-active-runs 1``).
 
