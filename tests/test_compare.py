@@ -80,6 +80,7 @@ def test_compare_trains_what_is_missing_keeps_what_exists_and_writes_its_page(sl
     assert by["pop"][3] == pytest.approx(by["pop"][2] - by["markov"][2], abs=1e-9) and by["pop"][4] > 50
     page = (folder / "index.html").read_text()
     assert "accuracy_coverage.png" in page and (folder / "segments.png").stat().st_size > 1000
+    assert page.count("<tr>") == 4 and "<th>ΔNDCG@10 vs markov (paired, 95% CI)</th>" in page  # header + 3 methods
     assert (folder / "table.md").read_text().startswith("| method | seeds | HR@10")
     # again: every run kept, the same table
     assert main(args) == 0

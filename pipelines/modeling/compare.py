@@ -193,11 +193,17 @@ def _write(out: Path, results: dict[str, list[Run]], text: str, rows: list[dict[
     (out / "table.md").write_text(text + "\n")
     images = _plots(results, out)
     body = "".join(f"<img src='{i}' alt='{i}'>" for i in images)
+    cells = [[html.escape(c.strip()) for c in line.strip().strip("|").split("|")]
+             for line in text.splitlines() if not line.startswith("| ---")]
+    rows = "".join("<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{c}</{'th' if i == 0 else 'td'}>" for c in r)
+                   + "</tr>" for i, r in enumerate(cells))
     (out / "index.html").write_text(
         "<!doctype html><html><head><meta charset='utf-8'><title>seqrep compare</title>"
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}pre{font-size:13px}img{max-width:48%}</style>"
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}th{background:#f3f3f3}"
+        "td:first-child{text-align:left}img{max-width:48%}</style>"
         f"</head><body><h1>Methods compared as of {day} ({protocol}, test split, full ranking)</h1>"
-        f"<pre>{html.escape(text)}</pre>{body}</body></html>\n")
+        f"<table>{rows}</table>{body}</body></html>\n")
 
 
 def _plots(results: dict[str, list[Run]], out: Path) -> list[str]:
