@@ -146,10 +146,11 @@ def table(results: dict[str, list[Run]], base: str) -> tuple[str, list[dict[str,
         if ref is not None and method != base:
             d = per_user(runs) - ref
             delta = format_paired(d)
-            mean, lo, hi = paired(d, bonferroni)
+            mean, low, high = paired(d)
+            _, lo, hi = paired(d, bonferroni)
             strict = "yes" if lo > 0 or hi < 0 else "no"
-            row.update(delta_ndcg=mean, delta_low=paired(d)[1], delta_high=paired(d)[2], bonferroni_low=lo,
-                       bonferroni_high=hi, users=len(d))
+            row.update(delta_ndcg=mean, delta_low=low, delta_high=high, bonferroni_low=lo, bonferroni_high=hi,
+                       users=len(d))
         lines.append(f"| {method} | {len(runs)} | {' | '.join(cells)} | {delta} | {strict} |")
         rows.append(row)
     return "\n".join(lines), rows
