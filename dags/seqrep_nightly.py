@@ -23,6 +23,8 @@ evaluated as it trains)::
 
     train -> infer -> gate_embeddings -> publish
 
+a ``stream_heartbeat_<method>`` task per method of ``stream.methods`` (the stream itself is a
+long-running service, README "Real time"; the task fails when its heartbeat says it stopped),
 and ``report`` (the day's HTML page, whatever happened; ``watcher`` then fails the run if any
 task failed, since ``report`` succeeding would otherwise make it a success). A failed gate stops what follows it for
 that day (a regression stops one method: the last published tables stay live); earlier days'
@@ -180,6 +182,10 @@ with DAG(
         chain(etl[-1], steps)
     if not METHODS:
         etl[-1] >> report
+    for method in CONFIG.stream.methods:  # a stream is a service beside the DAG: check that it is alive
+        seqrep_task(f"stream_heartbeat_{method}", f"stream --method {method} --check",
+                    f"Fails when the {method} stream (`seqrep stream`, a service) has stopped: its heartbeat is "
+                    "missing, older than stream.heartbeat_max_age_s, or says stopped.", gate=True) >> report
     if CONFIG.retention.any:  # after everything that reads old days, before the report lists it
         retention = seqrep_task("retention", "retention", "Drop partitions older than retention.<family>_days.",
                                 trigger_rule="all_done")

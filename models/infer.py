@@ -5,6 +5,11 @@
   batch's longest history needs), under ``torch.inference_mode`` and optional bfloat16 autocast;
   users flagged ``fold_in`` (fresh activity the model was not trained on) go through
   ``model.fold_in``.
+- ``encode_histories``: the same for histories given as item lists (a request's session in
+  progress, a stream's fresh events): what ``seqrep query recommend --recent`` and ``seqrep
+  stream`` run, so their vectors are the ones ``seqrep infer`` would publish for those histories.
+- ``published_vectors``: user and item vectors as the tables publish them (a per-item score bias
+  as one more coordinate).
 - ``restrict_items``: the data without events on items a model trained earlier does not know.
 """
 
@@ -16,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from models.data import SequenceData
+from models.errors import DataError
 
 
 def restrict_items(data: SequenceData, n_items: int) -> tuple[SequenceData, int]:
@@ -65,3 +71,46 @@ def encode_users(model, data: SequenceData, rows: np.ndarray, fold_in: np.ndarra
                 progress(len(r))
     return out
 
+
+
+def encode_histories(model, histories: list[np.ndarray], users: np.ndarray | None = None, *,
+                     fold_in: bool = True, batch_size: int = 2048, device: str = "cpu") -> np.ndarray:
+    """User vectors [len(histories), dim] from item-index histories in time order (items the
+    model knows, ``1..n_items``), through ``encode_users``; ``fold_in`` (the default) treats them
+    as activity the model was not trained on (methods with per-user parameters derive the vector
+    from the history). An empty history has no vector: the caller leaves it out."""
+    from models.base import SequenceModel
+
+    if type(model).histories is not SequenceModel.histories or model.uses_event_codes:
+        raise DataError(f"{type(model).__name__} reads more than the items of a history (behaviors); "
+                        "it cannot encode item lists")
+    lengths = np.array([len(h) for h in histories], dtype=np.int64)
+    if (lengths == 0).any():
+        raise DataError("an empty history has no vector")
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    items = np.concatenate(histories).astype(np.int64) if len(histories) else np.zeros(0, np.int64)
+    if len(items) and (items.min() < 1 or items.max() > model.n_items):
+        raise DataError(f"item indexes must be in 1..{model.n_items} (the model's items)")
+    users = np.zeros(len(histories), np.int64) if users is None else np.asarray(users, np.int64)
+    data = SequenceData(None, "loo", model.n_items, users, offsets, items, lengths)
+    rows = np.arange(len(histories))
+    return encode_users(model, data, rows, np.full(len(rows), fold_in), batch_size=batch_size, device=device)
+
+
+def published_vectors(model, user_vec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(user vectors, item vectors [n_items, dim]) as the embedding tables hold them: where the
+    score is ``<u, v_i> + b_i`` (``SequenceModel.item_bias``, BERT4Rec's) they are ``[u, 1]`` and
+    ``[v_i, b_i]``, so an inner product is the score."""
+    import torch
+
+    with torch.inference_mode():
+        item_vec = model.item_embeddings()[1:].float().cpu().numpy()
+        bias = model.item_bias()
+    if bias is not None:
+        item_vec = np.hstack([item_vec, bias[1:model.n_items + 1].float().cpu().numpy()[:, None]])
+    return published_users(model, user_vec), item_vec
+
+
+def published_users(model, user_vec: np.ndarray) -> np.ndarray:
+    """User vectors as the tables hold them (``published_vectors``), without the items' work."""
+    return user_vec if model.item_bias() is None else np.hstack([user_vec, np.ones((len(user_vec), 1), np.float32)])

@@ -200,3 +200,34 @@ def build(mc: MethodConfig, n_items: int, n_users: int = 0) -> SequenceModel:
     cls = get_method(mc.method)
     torch.manual_seed(mc.train.seed)
     return cls(n_items, mc.params(), n_users)
+
+
+def load_folder(mc: MethodConfig, folder: Path) -> SequenceModel:
+    """The model stored in ``folder`` (``models/checkpoint.py``), built with ``mc`` and sized by its
+    config.json. The config is checked against the weights' own shapes before anything is
+    allocated, so a damaged or tampered folder is a ``CheckpointError``, never a huge allocation."""
+    from models.checkpoint import CheckpointError, check_shapes, load_model, read_json
+
+    try:
+        meta = read_json(folder / "config.json")
+        n_items, n_users = int(meta["n_items"]), int(meta.get("user_vocab", 0))
+        check_shapes(lambda: build(mc, n_items, n_users), folder)
+        model = build(mc, n_items, n_users)
+        load_model(model, folder)
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a config.json that is not what it should be
+        raise CheckpointError(f"{folder}: {exc}") from None
+    return model
+
+
+def load_version_folder(folder: Path) -> tuple[MethodConfig, SequenceModel]:
+    """A version folder's configuration (as it was trained) and model."""
+    from models.checkpoint import CheckpointError, read_json
+
+    try:
+        meta = read_json(folder / "config.json")
+        mc = MethodConfig(method=meta["method"], model=meta["model"], train=meta["train"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{folder}/config.json: {exc}") from None
+    return mc, load_folder(mc, folder)

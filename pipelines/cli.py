@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines.commands import data, methods, nightly, privacy, query, settings
+from pipelines.commands import data, methods, nightly, privacy, query, settings, streaming
 from pipelines.commands.common import common_options
 
 #: The command groups, in the order ``seqrep --help`` lists them.
-GROUPS = (data, methods, nightly, query, privacy, settings)
+GROUPS = (data, methods, nightly, streaming, query, privacy, settings)
 
 
 def parser() -> argparse.ArgumentParser:

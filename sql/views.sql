@@ -48,3 +48,16 @@ CREATE VIEW item_embeddings AS SELECT e.* EXCLUDE (version)
 -- A user's seen items as of D are the rows with dt <= D (`seqrep query recommend` excludes them).
 CREATE VIEW user_items AS SELECT * FROM read_parquet(:root || '/graphs/user_item/dt=*/*.parquet',
   hive_partitioning = true, hive_types = {'dt': DATE}, union_by_name = true);
+
+-- The newest live vector of each (model, user) that `seqrep stream` wrote (pipelines/serving/live.py): user_id,
+-- user_idx (null: a user the tables do not have yet), vector, dim, model_version, base_dt (the published day it
+-- extends), event_time (the user's newest live event), n_live, batch. Queries use it when event_time is after
+-- the published day they read.
+CREATE VIEW user_embeddings_live AS SELECT * EXCLUDE (_newest) FROM (
+  SELECT *, row_number() OVER (PARTITION BY model, user_id ORDER BY batch DESC) AS _newest
+  FROM read_parquet(:root || '/embeddings/users_live/model=*/batch=*/*.parquet',
+    hive_partitioning = true, hive_types = {'batch': BIGINT}, union_by_name = true)) WHERE _newest = 1;
+
+-- Clean events a stream has taken in since its published day (event_id, user_id, item_id, ts, item_idx, ...).
+CREATE VIEW live_events AS SELECT * FROM read_parquet(:root || '/live/events/model=*/batch=*/*.parquet',
+  hive_partitioning = true, hive_types = {'batch': BIGINT}, union_by_name = true);

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -151,3 +151,39 @@ def taobao_wh(spark, data_dir, tmp_path_factory):
     wh = Warehouse(cfg.warehouse)
     etl.run(spark, cfg, all_raw_days(wh))
     return cfg
+
+
+#: The days of the `published` fixture: ml-100k's last day, and an earlier one.
+LAST = date(1998, 4, 22)
+EARLY = date(1998, 1, 31)
+SMALL = "methods:\n  sasrec:\n    model: {dim: 16, num_layers: 1}\n    train: {epochs: 2, seed: 3}\n"
+
+
+@pytest.fixture(scope="session")
+def published(movielens_wh, tmp_path_factory):
+    """A small SASRec trained and inferred as of the last day (and one trained as of EARLY), in a
+    copy of the session's ml-100k warehouse (other tests count its models): (warehouse, the
+    CLI's ``--warehouse W --config C``). Tests that change it work on a copy."""
+    import shutil
+
+    from pipelines.cli import main
+
+    wh = tmp_path_factory.mktemp("infer") / "wh"
+    shutil.copytree(movielens_wh, wh, ignore=shutil.ignore_patterns("models", "metrics", "embeddings", "_staging"))
+    cfg = tmp_path_factory.mktemp("cfg") / "small.yaml"
+    cfg.write_text(SMALL)
+    common = ["--warehouse", str(wh), "--config", str(cfg)]
+    for day in (EARLY, LAST):
+        assert main(["train", "--method", "sasrec", "--date", str(day), *common]) == 0
+    assert main(["infer", "--method", "sasrec", "--date", str(LAST), *common]) == 0
+    assert main(["publish", "--method", "sasrec", "--date", str(LAST), *common]) == 0  # gate, index, record
+    return wh, common
+
+
+@pytest.fixture(scope="session")
+def source(data_dir):
+    """ml-100k's (user ids, item ids) of every rating, as strings."""
+    import numpy as np
+
+    raw = np.loadtxt(data_dir("ml-100k") / "u.data", dtype=np.int64)
+    return raw[:, 0].astype(str), raw[:, 1].astype(str)

@@ -177,12 +177,14 @@ def test_dag_files_import_cleanly_and_stay_light(airflow_home):
     assert out in ([], [""]), f"heavy modules imported by the DAG file: {out}"
 
 
-def test_cross_domain_pairs_add_their_tasks_beside_the_methods(airflow_home, tmp_path):
+def test_cross_domain_pairs_and_streams_add_their_tasks_beside_the_methods(airflow_home, tmp_path):
     """A config with ``cross_domain.pairs``: the pairs' stage and gate after ``gate_features``,
-    parallel to the methods, before the report; without pairs (the test above) neither."""
+    parallel to the methods, before the report; without pairs (the test above) neither. With
+    ``stream.methods``: a heartbeat check per stream, from the run's start, into the report."""
     config = tmp_path / "cross.yaml"
     config.write_text(Path(os.environ["SEQREP_CONFIG"]).read_text()
-                      + "\ncross_domain:\n  pairs: [{name: a_to_b, source: a, target: b}]\n  methods: [emcdr]\n")
+                      + "\ncross_domain:\n  pairs: [{name: a_to_b, source: a, target: b}]\n  methods: [emcdr]\n"
+                      + "stream:\n  methods: [sasrec]\n")
     code = ("import json, sys; from airflow.dag_processing.dagbag import DagBag; "
             "dag = DagBag(dag_folder=sys.argv[1]).get_dag('seqrep_nightly'); "
             "print(json.dumps({t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks}))")
@@ -195,6 +197,7 @@ def test_cross_domain_pairs_add_their_tasks_beside_the_methods(airflow_home, tmp
     group = "emcdr-a_to_b"  # the pair run emcdr.a_to_b: after the pair's gate, into the report
     assert up[f"{group}.train"] == ["gate_cross_domain"] and up[f"{group}.infer"] == [f"{group}.train"]
     assert up[f"{group}.publish"] == [f"{group}.gate_embeddings"] and f"{group}.publish" in up["report"]
+    assert up["stream_heartbeat_sasrec"] == [] and "stream_heartbeat_sasrec" in up["report"]
 
 
 def test_a_cross_domain_pair_run_is_trained_and_published_by_the_nightly_dag(
@@ -371,6 +374,11 @@ def test_nightly_runs_equal_backfill_and_a_regression_blocks_publishing(
         assert str(run.state).endswith("success"), _states(run)
         record = json.loads((nightly_wh / f"_manifests/stage=publish/model=sasrec/dt={day}.json").read_text())
         assert record["warm_start_from"] and record["full_day"] == str(DAYS[0])
+    # The last night's report: the metrics beyond accuracy, and the trend of the three published nights.
+    report = (nightly_wh / f"reports/dt={DAYS[-1]}/index.html").read_text()
+    assert "coverage@10" in report and "Trends (the last 14 nights)" in report and "trends.png" in report
+    assert all(f"<td>{d}</td>" in report for d in DAYS) and report.count("<td>warm start</td>") >= 2 + 1
+    assert (nightly_wh / f"reports/dt={DAYS[-1]}/trends.png").stat().st_size > 1000
 
     # The same three days by `seqrep backfill`, in another warehouse: the same tables.
     assert main(["backfill", "--from", str(DAYS[0]), "--to", str(DAYS[-1]), "--config", str(config),

@@ -57,6 +57,10 @@ def test_the_compose_stack_is_valid_and_wired():
     # secrets come from the env file; the compose file itself names none
     text = (DOCKER / "compose.yaml").read_text()
     assert "change-me" not in text and "${POSTGRES_PASSWORD:?" in text
+    # the stream is a service of its own profile, not started by a plain `up`, checked by its heartbeat
+    assert "seqrep-stream" not in services
+    stream = json.loads(compose("--profile", "stream", "config", "--format", "json").stdout)["services"]["seqrep-stream"]
+    assert stream["command"][-3:] == ["stream", "--method", "sasrec"] and stream["healthcheck"]["test"][-1] == "--check"
 
 
 def test_compose_fails_on_a_broken_dependency_or_a_missing_secret(tmp_path):

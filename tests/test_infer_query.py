@@ -19,9 +19,7 @@ from pipelines.cli import main
 from pipelines.core.config import EmbeddingsConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-LAST = date(1998, 4, 22)
-EARLY = date(1998, 1, 31)
-SMALL = "methods:\n  sasrec:\n    model: {dim: 16, num_layers: 1}\n    train: {epochs: 2, seed: 3}\n"
+from conftest import EARLY, LAST  # noqa: E402  (the `published` fixture's days)
 
 
 def _version(wh: Path, day: date = LAST, prefix: date = LAST) -> str:
@@ -37,30 +35,6 @@ def _table(wh: Path, kind: str, version: str, day: date = LAST):
 def _vectors(table) -> np.ndarray:
     col = table.column("vector").combine_chunks()
     return col.values.to_numpy().reshape(len(table), col.type.list_size)
-
-
-@pytest.fixture(scope="module")
-def published(movielens_wh, tmp_path_factory):
-    """A small SASRec trained and inferred as of the last day (and one trained as of EARLY), in a
-    copy of the session's ml-100k warehouse (other tests count its models)."""
-    import shutil
-
-    wh = tmp_path_factory.mktemp("infer") / "wh"
-    shutil.copytree(movielens_wh, wh, ignore=shutil.ignore_patterns("models", "metrics", "embeddings", "_staging"))
-    cfg = tmp_path_factory.mktemp("cfg") / "small.yaml"
-    cfg.write_text(SMALL)
-    common = ["--warehouse", str(wh), "--config", str(cfg)]
-    for day in (EARLY, LAST):
-        assert main(["train", "--method", "sasrec", "--date", str(day), *common]) == 0
-    assert main(["infer", "--method", "sasrec", "--date", str(LAST), *common]) == 0
-    assert main(["publish", "--method", "sasrec", "--date", str(LAST), *common]) == 0  # gate, index, record
-    return wh, common
-
-
-@pytest.fixture(scope="module")
-def source(data_dir):
-    raw = np.loadtxt(data_dir("ml-100k") / "u.data", dtype=np.int64)
-    return raw[:, 0].astype(str), raw[:, 1].astype(str)
 
 
 def test_one_row_per_active_user_and_item_with_source_ids(published, source):
@@ -173,6 +147,53 @@ def test_recommend_never_returns_a_seen_item(published, source):
             assert len(got) == 100 and not seen & {r["item_id"] for r in got}
         near = q.similar_users("196", "sasrec", k=5, day=LAST)
         assert len(near) == 5 and "196" not in {r["user_id"] for r in near}
+
+
+def test_recommend_with_recent_events_encodes_the_history_plus_the_request(published, source, capsys):
+    """``recommend(recent=...)``: with no recent event the vector is the published one (the
+    model as ``infer`` ran it); with some it is the published model's encoding of the user's
+    ml-100k history (in time order) followed by them, against the model run by hand, and
+    neither the history nor the request's items come back; unknown items and users have the
+    documented outcomes (``pipelines/serving/session.py``)."""
+    import torch
+
+    from models.registry import load_version_folder
+    from pipelines.core.errors import UsageError
+    from pipelines.serving.query import Query
+
+    wh, common = published
+    src_users, src_items = source
+    _, model = load_version_folder(wh / "models/sasrec" / _version(wh))
+    items = _table(wh, "items", _version(wh))
+    idx = dict(zip(items.column("item_id").to_pylist(), items.column("item_idx").to_pylist()))
+    v = _vectors(items)
+    with Query(wh) as q:
+        for user in ("196", "13"):
+            plain, now = q.recommend(user, "sasrec", k=20), q.recommend(user, "sasrec", k=20, recent=[])
+            assert [r["item_id"] for r in now] == [r["item_id"] for r in plain]
+            np.testing.assert_allclose([r["score"] for r in now], [r["score"] for r in plain], rtol=1e-5, atol=1e-5)
+            assert (now[0]["history"], now[0]["recent"]) == (int((src_users == user).sum()), 0)
+        seq = q.sql("SELECT item_idx FROM sequences WHERE user_id = '196' ORDER BY dt DESC LIMIT 1").column(0)[0].as_py()
+        recent = [r["item_id"] for r in q.recommend("196", "sasrec", k=3)]  # three unseen items, "just clicked"
+        got = q.recommend("196", "sasrec", k=50, recent=[*recent, "no-such-item"])
+        history = torch.as_tensor([(seq + [idx[i] for i in recent])[-model.params.max_len:]])
+        with torch.inference_mode():
+            u = model.eval().encode(history, torch.as_tensor([history.size(1)])).numpy()[0]
+        scores = v @ u
+        scores[np.isin(items.column("item_id").to_numpy(zero_copy_only=False),
+                       [*src_items[src_users == "196"].tolist(), *recent])] = -np.inf
+        top = np.argsort(-scores, kind="stable")[:50]
+        assert [r["item_id"] for r in got] == np.asarray(items.column("item_id").to_pylist())[top].tolist()
+        np.testing.assert_allclose([r["score"] for r in got], scores[top], rtol=1e-4, atol=1e-4)
+        assert (got[0]["recent"], got[0]["recent_unknown"]) == (3, ["no-such-item"])
+        anonymous = q.recommend("a-new-visitor", "sasrec", k=5, recent=recent)  # a session with no stored history
+        assert len(anonymous) == 5 and anonymous[0]["history"] == 0 and not set(recent) & {r["item_id"] for r in anonymous}
+        with pytest.raises(UsageError, match="no events the sasrec model"):
+            q.recommend("a-new-visitor", "sasrec", recent=["no-such-item"])
+    assert main(["query", "recommend", "196", "--method", "sasrec", "--recent", ",".join(recent), "--k", "3",
+                 *common]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # the title wraps in a narrow terminal
+    assert f"encoded now from {(src_users == '196').sum()} stored + 3 recent events" in out
 
 
 def test_the_embeddings_gate_checks_the_tables_against_the_sequences_not_the_manifest(published, tmp_path):

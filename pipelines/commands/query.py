@@ -40,6 +40,10 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         if has_domain:
             s.add_argument("--domain", help="recommend: only items of this domain (e.g. a pair's target); "
                                             "similar-items: the item's domain, when its id exists in several")
+        if name == "recommend":
+            s.add_argument("--recent", type=lambda v: [x for x in v.split(",") if x], metavar="ITEM,ITEM,...",
+                           help="events newer than the tables (a session in progress): the user's vector is "
+                                "encoded now from their history followed by these items, with the published model")
         s.set_defaults(func=lookup, query_method=method, title=title)
 
 
@@ -61,12 +65,17 @@ def sql(args: argparse.Namespace) -> None:
 
 def lookup(args: argparse.Namespace) -> None:
     """A query of ``QUERIES``: the Query method named by the subcommand, its rows printed."""
-    extra = {k: getattr(args, k) for k in ("k", "domain") if hasattr(args, k)}
+    extra = {k: getattr(args, k) for k in ("k", "domain", "recent") if getattr(args, k, None) is not None}
     with _open(args) as q:
         result = getattr(q, args.query_method)(args.id, args.method, day=args.date, **extra)
     rows = [result] if isinstance(result, dict) else result
     day = rows[0]["dt"] if rows else args.date
     title = f"{args.title.format(id=args.id)}: {args.method} as of {day}"
+    if rows and "recent" in rows[0] and not args.json:  # encoded on request: say from what, once
+        r = rows[0]
+        title += (f", encoded now from {r['history']:,} stored + {r['recent']:,} recent events"
+                  + (f" (no vector, left out: {', '.join(r['recent_unknown'])})" if r["recent_unknown"] else ""))
+        rows = [{k: v for k, v in row.items() if k not in ("history", "recent", "recent_unknown")} for row in rows]
     if args.query_method == "user" or args.json:
         show(rows, args.json, title)
     else:

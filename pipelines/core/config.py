@@ -261,6 +261,25 @@ class NightlyConfig(_Section):
     max_ndcg_drop: float = Field(0.1, ge=0.0, le=1.0)
 
 
+class StreamConfig(_Section):
+    """``seqrep stream`` (``pipelines/streaming/stream.py``): fresh events folded into live user vectors."""
+
+    #: Folder new event files land in, in the log's own Parquet layout (mapped by ``ingest.columns``,
+    #: the ``parquet`` adapter's mapping). A file must appear whole: write it elsewhere and rename it in.
+    landing: str | None = None
+    #: Seconds between micro-batches.
+    trigger_s: float = Field(2.0, gt=0)
+    #: Files read by one micro-batch at most (a backlog is worked off in bounded batches).
+    max_files_per_trigger: int = Field(200, ge=1)
+    #: Events more than this many seconds after the stream's clock are ``ts_future``.
+    max_clock_skew_s: float = Field(3600.0, ge=0)
+    #: Methods with a stream: the nightly checks each one's heartbeat (a stream that stopped fails the
+    #: DAG's ``stream_heartbeat`` task) and clears the live batches its publish absorbed.
+    methods: tuple[str, ...] = ()
+    #: A heartbeat older than this many seconds means the stream has stopped.
+    heartbeat_max_age_s: float = Field(300.0, gt=0)
+
+
 class PrivacyConfig(_Section):
     """Personal data in the warehouse (``pipelines/core/privacy.py``, README "Privacy").
 
@@ -317,6 +336,7 @@ class Config(_Section):
     query: QueryConfig = QueryConfig()
     nightly: NightlyConfig = NightlyConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    stream: StreamConfig = StreamConfig()
     retention: RetentionConfig = RetentionConfig()
     #: Per-method overrides of ``models/configs/<method>.yaml``: ``{sasrec: {model: {...}, train: {...}}}``.
     methods: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)

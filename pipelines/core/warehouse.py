@@ -21,6 +21,9 @@ folder staged by Spark), so readers see an old version or a new one, never a mix
     metrics/method=M/dt=D/<v>.parquet   full-ranking metrics of a model version
     embeddings/users|items/model=M/dt=D/version=V   embedding tables of a model version
     embeddings/index/model=M/dt=D/version=V         its item index (live: the version of the publish record)
+    live/events|quarantine/model=M/batch=N          a stream's micro-batch N: clean and quarantined events
+    embeddings/users_live/model=M/batch=N           fresh user vectors of that batch (``seqrep stream``)
+    live/heartbeat/model=M.json     the running stream's last sign of life
     reports/dt=D/                   the run report
     _manifests/stage=X/<key>.json   row accounting, checksums, inputs, code version (publish records too)
     _gates/stage=G/[model=M/]dt=D.{json,md}   quality-gate results
@@ -79,6 +82,10 @@ METRIC_SEGMENTS = "metric_segments"
 USER_EMBEDDINGS = "embeddings/users"
 ITEM_EMBEDDINGS = "embeddings/items"
 ITEM_INDEX = "embeddings/index"
+LIVE_USER_EMBEDDINGS = "embeddings/users_live"
+LIVE_EVENTS = "live/events"
+LIVE_QUARANTINE = "live/quarantine"
+LIVE_HEARTBEAT = "live/heartbeat"
 REPORTS = "reports"
 TUNING = "tuning"
 COMPARISONS = "comparisons"

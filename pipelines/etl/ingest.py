@@ -70,7 +70,7 @@ def run(
         icfg = icfg.model_copy(update={"domain": domain})
     label = name or icfg.name or source
     with transaction(Warehouse(cfg.warehouse), "etl") as wh:
-        key = _pseudonym_key(wh, cfg, day)
+        key = pseudonym_key(wh, cfg, day)
         parsed = ADAPTERS[source](spark, path, icfg)
         try:
             manifest = _write(spark, wh, parsed, source, label, path, day, key)
@@ -81,7 +81,7 @@ def run(
         return manifest
 
 
-def _pseudonym_key(wh: Warehouse, cfg: Config, day: date | None) -> bytes | None:
+def pseudonym_key(wh: Warehouse, cfg: Config, day: date | None) -> bytes | None:
     """The key to pseudonymize with (None: plain ids), after checking that the warehouse agrees:
     pseudonyms and plain ids never mix in one warehouse. The first pseudonymous ingest writes the
     warehouse's record (``pipelines/core/privacy.py``)."""
@@ -104,7 +104,7 @@ def _pseudonym_key(wh: Warehouse, cfg: Config, day: date | None) -> bytes | None
     return key
 
 
-def _drop_erased(events: "DataFrame", wh: Warehouse) -> tuple["DataFrame", int]:
+def drop_erased(events: "DataFrame", wh: Warehouse) -> tuple["DataFrame", int]:
     """The events without those of users erased from the warehouse (``seqrep forget``), and how
     many there were: an erased user's new events never land."""
     from pyspark.sql import functions as F
@@ -157,7 +157,7 @@ def _write(spark: "SparkSession", wh: Warehouse, parsed, source: str, label: str
     from pipelines.etl.spark import write_daily, write_table
 
     ev = parsed.events if key is None else pseudonymize(parsed.events, key)
-    ev, n_erased = _drop_erased(ev, wh)
+    ev, n_erased = drop_erased(ev, wh)
     ev = ev.withColumn("event_id", F.coalesce(F.col("event_id"), event_id_column()))
     if day is not None:
         # Nightly path: every row of the day's log lands in that day; clean judges its time.

@@ -162,10 +162,9 @@ def encode(cfg: Config, trained: Trained, data: SequenceData, users: dict[str, n
            echo: Echo) -> Vectors:
     """User vectors of every user with events the model knows, and the item vectors; a per-item
     score bias (BERT4Rec's) is published as one more coordinate (``SequenceModel.item_bias``)."""
-    import torch
     from tqdm import tqdm
 
-    from models.infer import encode_users
+    from models.infer import encode_users, published_vectors
 
     model, method = trained.model, trained.mc.method
     rows = np.flatnonzero(data.lengths > 0)
@@ -181,12 +180,7 @@ def encode(cfg: Config, trained: Trained, data: SequenceData, users: dict[str, n
     with tqdm(total=len(rows), unit="user", desc=f"encode {method}", disable=None, leave=False) as bar:
         user_vec = encode_users(model, data, rows, fold_in[rows], batch_size=cfg.embeddings.batch_size,
                                 device=str(device), bf16=cfg.embeddings.bf16, progress=bar.update)
-    with torch.inference_mode():
-        item_vec = model.item_embeddings()[1:].float().cpu().numpy()
-        bias = model.item_bias()
-    if bias is not None:  # the score is <u, v> + b_i: publish u' = [u, 1], v' = [v, b]
-        user_vec = np.hstack([user_vec, np.ones((len(user_vec), 1), np.float32)])
-        item_vec = np.hstack([item_vec, bias[1:model.n_items + 1].float().cpu().numpy()[:, None]])
+    user_vec, item_vec = published_vectors(model, user_vec)  # a score bias as one more coordinate
     return Vectors(user_vec, item_vec, rows, fold_in, bool(compiled))
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from models.data import SequenceData
-from models.registry import MethodConfig, build, method_config
+from models.registry import MethodConfig, build, load_folder as registry_load_folder, method_config
 from pipelines.core.config import Config
 from pipelines.core.errors import WarehouseError
 from pipelines.core.runs import transaction
@@ -120,20 +120,14 @@ def evaluate_model(wh: Warehouse, cfg: Config, mc: MethodConfig, model, data: Se
 
 
 def load_folder(mc: MethodConfig, folder: Path):
-    """The model stored in ``folder`` (built with ``mc``, sized by its config.json). The config is
-    checked against the weights' own shapes before anything is allocated, so a damaged or tampered
-    folder is a clear error, never a huge allocation or a traceback."""
-    from models.checkpoint import CheckpointError, check_shapes, load_model, read_json
+    """The model stored in ``folder`` (``models.registry.load_folder``); a damaged folder is a
+    ``WarehouseError`` naming it."""
+    from models.checkpoint import CheckpointError
 
     try:
-        meta = read_json(folder / "config.json")
-        n_items, n_users = int(meta["n_items"]), int(meta.get("user_vocab", 0))
-        check_shapes(lambda: build(mc, n_items, n_users), folder)
-        model = build(mc, n_items, n_users)
-        load_model(model, folder)
-    except (CheckpointError, ValueError, KeyError, TypeError) as exc:
+        return registry_load_folder(mc, folder)
+    except CheckpointError as exc:
         raise WarehouseError(f"model folder {folder} cannot be loaded: {exc}") from None
-    return model
 
 
 def trained_folder(cfg: Config, name: str, day: date, sets: list[str] = ()) -> tuple[MethodConfig, Path]:

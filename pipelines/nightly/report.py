@@ -5,8 +5,10 @@ every ETL stage (their manifests), every gate's result (``_gates/``), failed tas
 reasons (``_runs/``), the metrics of each method's version of the day beside the floors (most
 popular and Markov on the same split, fitted by the report: counts, seconds; a warning names
 each method that does not beat the best of them), its training curves
-(``epochs.jsonl``), the size of each embedding table, and the studies of ``seqrep tune`` (best
-trial, Optuna's history plot). Written atomically, so a report is
+(``epochs.jsonl``), metrics beyond accuracy (coverage, Gini, novelty, long-tail share,
+intra-list diversity), trends of the published versions over the last nights (test NDCG@10,
+coverage, training time), the size of each embedding table, and the studies of ``seqrep tune``
+(best trial, Optuna's history plot). Written atomically, so a report is
 either the previous one or the new one; rerunning a day replaces it.
 """
 
@@ -24,6 +26,10 @@ from pipelines.core.config import Config
 from pipelines.core.warehouse import Warehouse
 
 ETL_STAGES = ("ingest", "clean", "sessionize", "sequences", "graphs")
+#: Metrics beyond accuracy shown beside each method (``models/metrics.py``).
+BEYOND = ("coverage", "gini", "novelty", "tail", "ild")
+#: Nights the Trends section looks back over.
+TREND_NIGHTS = 14
 
 
 def _stage_rows(wh: Warehouse, day: date) -> list[dict[str, Any]]:
@@ -66,7 +72,9 @@ def _metric_rows(wh: Warehouse, day: date) -> list[dict[str, Any]]:
                      "training": "warm start" if meta.get("warm_start_from") else "full",
                      "epochs": meta.get("epochs"), "train s": meta.get("train_seconds"),
                      **{f"{s} {m.upper()}@10": values.get((s, m, 10)) for s in ("valid", "test")
-                        for m in ("hr", "ndcg", "mrr")}})
+                        for m in ("hr", "ndcg", "mrr")},
+                     # beyond accuracy, same ranking pass (models/metrics.py): test split, top 10
+                     **{f"{m}@10": values.get(("test", m, 10)) for m in BEYOND}})
     return rows
 
 
@@ -242,6 +250,65 @@ def _tuning_section(wh: Warehouse, day: date, out: Path) -> list[tuple[str, str]
     return [("Tuning", _html_table(rows) + "".join(f"<img src='{i}' alt='{i}'>" for i in images))]
 
 
+def _trend_rows(wh: Warehouse, day: date) -> list[dict[str, Any]]:
+    """Per method, the published versions of the last ``TREND_NIGHTS`` days up to ``day``: test
+    NDCG@10 and coverage@10 of the version, its training time and kind."""
+    from pipelines.modeling.metrics import read_metrics
+
+    rows = []
+    for method in wh.published_methods():
+        for d in [d for d in wh.published_days(method) if d <= day][-TREND_NIGHTS:]:
+            record = wh.publish_record(method, d) or {}
+            version, trained = record.get("model_version"), record.get("trained_day")
+            if not version or not trained:
+                continue
+            values = {(r["split"], r["metric"], r["k"]): r["value"]
+                      for r in read_metrics(wh, method.split(".", 1)[0], date.fromisoformat(trained), version) or []}
+            cfg_path = wh.model_folder(method, version) / "config.json"
+            meta = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+            rows.append({"method": method, "day": d.isoformat(), "version": version,
+                         "training": "warm start" if meta.get("warm_start_from") else "full",
+                         "test NDCG@10": record.get("test_ndcg@10"), "coverage@10": values.get(("test", "coverage", 10)),
+                         "train s": meta.get("train_seconds")})
+    return rows
+
+
+def _plot_trends(rows: list[dict[str, Any]], out: Path) -> str | None:
+    """Test NDCG@10, coverage@10 and training seconds per night, a line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if len({r["day"] for r in rows}) < 2:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        for ax, key in zip(axes, ("test NDCG@10", "coverage@10", "train s")):
+            pts = [(r["day"][5:], r[key]) for r in mine if r[key] is not None]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", markersize=3, label=method)
+    for ax, title in zip(axes, ("test NDCG@10", "coverage@10 (test)", "training seconds")):
+        ax.set(title=title, xlabel="night")
+        ax.grid(alpha=0.3)
+        ax.tick_params(axis="x", labelrotation=45)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(out / "trends.png", dpi=90)
+    plt.close(fig)
+    return "trends.png"
+
+
+def _trends_section(wh: Warehouse, day: date, out: Path) -> list[tuple[str, str]]:
+    rows = _trend_rows(wh, day)
+    if not rows:
+        return []
+    image = _plot_trends(rows, out)
+    return [(f"Trends (the last {TREND_NIGHTS} nights)",
+             (f"<img src='{image}' alt='{image}'>" if image else "") + _html_table(rows[::-1]))]
+
+
 def write_report(cfg: Config, day: date) -> Path:
     """Write the report of ``day`` (module docstring); returns its ``index.html``."""
     wh = Warehouse(cfg.warehouse)
@@ -260,6 +327,7 @@ def _write_page(wh: Warehouse, day: date, out: Path) -> None:
         ("Failed tasks", _html_table(failures) if failures else "<p>none</p>"),
         ("Methods", "".join(f"<p class='warn'>{html.escape(w)}</p>" for w in below) + _html_table(metrics)
          + "".join(f"<img src='{i}' alt='{i}'>" for i in images)),
+        *_trends_section(wh, day, out),
         ("Embedding tables", _html_table(_table_sizes(wh, day))),
         *_retention_section(wh, day),
         *_tuning_section(wh, day, out),

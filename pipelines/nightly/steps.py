@@ -149,9 +149,16 @@ def publish(cfg: Config, method: str, day: date, version: str | None = None, *, 
     """Make a version's tables of the day the live ones (default: the version of the run's
     configuration; ``seqrep infer --version`` writes others): gate them if they are not gated
     since inference wrote them, build their item index, and write the publish record, the one
-    pointer queries follow, all in one run."""
+    pointer queries follow, all in one run. Then the live batches of a stream (``seqrep stream``)
+    whose events the day's tables now hold are removed (``serving.live.clear_absorbed``)."""
+    from pipelines.serving.live import clear_absorbed
+
     with transaction(Warehouse(cfg.warehouse), f"model={method}") as wh:
-        return _publish(cfg, method, day, version or _version_folder(cfg, method, day).name, wh, echo)
+        record = _publish(cfg, method, day, version or _version_folder(cfg, method, day).name, wh, echo)
+    cleared = clear_absorbed(Warehouse(cfg.warehouse), method, day)
+    if cleared:
+        echo(f"cleared {cleared} live batch(es) of the {method} stream: their events are in the tables of {day}")
+    return record
 
 
 def _publish(cfg: Config, method: str, day: date, version: str, wh: Warehouse, echo: Echo) -> dict[str, Any]:

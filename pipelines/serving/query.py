@@ -11,12 +11,22 @@ The Python API mirrors ``seqrep query``::
     q.similar_users("196", method="sasrec", k=10)
     q.recommend("196", method="sasrec", k=10)       # by <u, v_i>, the user's seen items excluded
     q.recommend("u7", method="emcdr.shop_to_app", domain="app")   # a cross-domain pair run's, the app's items
+    q.recommend("196", method="sasrec", recent=["50", "172"])       # plus a session in progress
 
 ``day=None`` means the newest day with embeddings of that method (each result says which day).
 Only published versions are read: the day's publish record names the live version, whose tables
 and index ``seqrep publish`` built together; a query checks that they agree before it runs. Each
 call reads under the warehouse's read lock (``pipelines/core/locks.py``): a commit happens
 before it or after it, never in the middle.
+
+Live vectors (``seqrep stream``, ``pipelines/serving/live.py``): on the newest published day,
+``user``, ``recommend`` and ``similar_users`` use a user's live vector when it is of the published
+version and its newest event is after the published day, and say so (``live: True`` and the
+``event_time``); the user's live events are then seen items too.
+
+``recent`` encodes the user's history followed by the request's events with the published model
+kept in memory (``pipelines/serving/session.py``: loaded on the first such request of a method
+and day, no Spark, no write); the rows then say how many events of each were used.
 
 Bounds (``query`` of the config): ``k`` at most ``max_k``; SQL returns at most ``max_rows`` rows,
 runs at most ``timeout_s`` seconds, within ``memory_limit``; each stops with a message saying so.
@@ -53,7 +63,7 @@ from pipelines.core.warehouse import Warehouse
 F = TypeVar("F", bound=Callable[..., Any])
 
 VIEWS = ("events", "sessions", "sequences", "metrics", "metric_segments", "published", "user_embeddings",
-         "item_embeddings", "user_items")
+         "item_embeddings", "user_items", "user_embeddings_live", "live_events")
 #: Table functions user SQL may call: generators that read no files.
 ALLOWED_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
 
@@ -169,6 +179,7 @@ class Query:
             self.con, self.views = connect(self.wh.root, self.limits, self._spill)
         self.ef_search = ef_search
         self._indexes: dict[tuple[str, date, str], Any] = {}
+        self._sessions: dict[tuple[str, date, str], Any] = {}
 
     def close(self) -> None:
         self.con.close()
@@ -254,18 +265,49 @@ class Query:
     @consistent
     def user(self, user_id: str, method: str, day: date | str | None = None) -> dict[str, Any]:
         """A user's row of the user table: vector and metadata (``user_id`` as the warehouse
-        stores it: a pseudonymous warehouse's pseudonym)."""
+        stores it: a pseudonymous warehouse's pseudonym); the live vector when there is a newer
+        one (module docstring), with ``live`` and ``event_time``."""
         d = self.resolve_day(method, day)
+        stored = self.stored_id(user_id)
+        fresh = self._live_user(method, d, stored)
+        if fresh is not None:
+            return fresh
         rows = self.con.execute(
             "SELECT user_id, user_idx, model AS method, dt, model_version, dim, n_events, fold_in, vector "
             "FROM user_embeddings WHERE model = $m AND dt = $d AND user_id = $id",
-            {"m": method, "d": d, "id": self.stored_id(user_id)}).fetchall()
+            {"m": method, "d": d, "id": stored}).fetchall()
         if not rows:
             raise QueryError(f"user {user_id!r} has no {method} embedding as of {d} (unknown id, or no events up to {d})")
         cols = ("user_id", "user_idx", "method", "dt", "model_version", "dim", "n_events", "fold_in", "vector")
         out = dict(zip(cols, rows[0]))
         out["vector"] = [float(x) for x in out["vector"]]
-        return out
+        return {**out, "live": False, "event_time": None}
+
+    def _live_user(self, method: str, d: date, stored: str) -> dict[str, Any] | None:
+        """The user's live vector if it is newer than day ``d``'s table (module docstring), else None."""
+        from pipelines.serving.live import day_end
+
+        if "user_embeddings_live" not in self.views or d != self.days(method)[-1]:
+            return None
+        version = self.live(method, d)["model_version"]
+        rows = self.con.execute(
+            "SELECT user_id, user_idx, model AS method, model_version, dim, n_live, event_time, vector "
+            "FROM user_embeddings_live WHERE model = $m AND user_id = $id AND model_version = $v AND event_time >= $after",
+            {"m": method, "id": stored, "v": version, "after": day_end(d)}).fetchall()
+        if not rows:
+            return None
+        out = dict(zip(("user_id", "user_idx", "method", "model_version", "dim", "n_live", "event_time", "vector"), rows[0]))
+        return {**out, "dt": d, "fold_in": True, "vector": [float(x) for x in out["vector"]], "live": True}
+
+    def _live_items(self, method: str, d: date, stored: str) -> list[int]:
+        """Item indexes of the user's live events after day ``d``, in (ts, event_id) order."""
+        from pipelines.serving.live import day_end
+
+        if "live_events" not in self.views or d != self.days(method)[-1]:
+            return []
+        return [int(r[0]) for r in self.con.execute(
+            "SELECT item_idx FROM live_events WHERE model = $m AND user_id = $id AND ts >= $after "
+            "AND item_idx IS NOT NULL ORDER BY ts, event_id", {"m": method, "id": stored, "after": day_end(d)}).fetchall()]
 
     def _item(self, item_id: str, method: str, d: date, domain: str | None) -> tuple[int, np.ndarray]:
         rows = self.con.execute(
@@ -300,13 +342,25 @@ class Query:
             "AND list_contains($idx, item_idx)", {"m": method, "d": d, "idx": idx}).fetchall()
         return {int(i): (dom, item) for i, dom, item in rows}
 
+    def _session(self, method: str, d: date):
+        """The published model of (method, day) with the histories and catalogue requests need."""
+        from pipelines.serving.session import SessionEncoder
+
+        version = self.live(method, d)["model_version"]
+        key = (method, d, version)
+        if key not in self._sessions:
+            self._sessions[key] = SessionEncoder.load(self.con, self.wh, method, d, version)
+        return self._sessions[key]
+
     def _ranked_items(self, method: str, d: date, query: np.ndarray, k: int, exclude: set[int],
-                      domain: str | None = None) -> list[dict[str, Any]]:
+                      domain: str | None = None, session: Any = None) -> list[dict[str, Any]]:
         """The top ``k`` items by inner product with ``query``, without ``exclude`` (and only of
-        ``domain``, when given)."""
+        ``domain``, when given); names from ``session``'s catalogue when given (in memory)."""
         index = self._index(method, d)
         allowed = None
-        if domain is not None:
+        if domain is not None and session is not None:
+            allowed = set(np.flatnonzero(session.domains == domain).tolist())
+        if domain is not None and not allowed:
             allowed = {int(r[0]) for r in self.con.execute(
                 "SELECT item_idx FROM item_embeddings WHERE model = $m AND dt = $d AND domain = $dom",
                 {"m": method, "d": d, "dom": domain}).fetchall()}
@@ -326,7 +380,8 @@ class Query:
                 break
             want = min(2 * want, index.index.ntotal)  # an approximate index may return excluded items first
         hits = hits[:k]
-        names = self._items_by_idx(method, d, [i for i, _ in hits])
+        names = (session.names if session is not None else
+                 lambda idx: self._items_by_idx(method, d, idx))([i for i, _ in hits])
         return [{"rank": r + 1, "domain": names[i][0], "item_id": names[i][1], "item_idx": i, "score": s,
                  "method": method, "dt": d} for r, (i, s) in enumerate(hits)]
 
@@ -340,15 +395,32 @@ class Query:
 
     @consistent
     def recommend(self, user_id: str, method: str, k: int = 10, day: date | str | None = None,
-                  domain: str | None = None) -> list[dict[str, Any]]:
+                  domain: str | None = None, recent: list[str] | None = None) -> list[dict[str, Any]]:
         """The ``k`` items with the largest ``<u, v_i>`` among those the user has no event on up to
-        the day (of ``domain`` only, when given: the target of a cross-domain pair run, say)."""
+        the day (of ``domain`` only, when given: the target of a cross-domain pair run, say).
+        ``recent``: item ids of events newer than the tables (a session in progress): ``u`` is then
+        encoded on request from the user's history followed by them (module docstring), and
+        each row says ``history`` and ``recent`` (events used) and ``recent_unknown``."""
         d = self.resolve_day(method, day)
+        k = self._k(k)
+        stored = self.stored_id(user_id)
+        if recent is not None:
+            session = self._session(method, d)
+            enc = session.encode(stored, [str(i) for i in recent], domain, before=self._live_items(method, d, stored))
+            seen = enc.seen | (self._seen(enc.user_idx, d) if enc.truncated else set())
+            rows = self._ranked_items(method, d, enc.vector, k, seen, domain, session)
+            return [{**r, "history": enc.history, "recent": enc.recent, "recent_unknown": enc.unknown} for r in rows]
         u = self.user(user_id, method, d)
-        seen = {int(r[0]) for r in self.con.execute(
-            "SELECT DISTINCT item_idx FROM user_items WHERE user_idx = $u AND dt <= $d",
-            {"u": u["user_idx"], "d": d}).fetchall()} if "user_items" in self.views else set()
-        return self._ranked_items(method, d, np.asarray(u["vector"], np.float32), self._k(k), seen, domain)
+        seen = self._seen(u["user_idx"], d) | (set(self._live_items(method, d, stored)) if u["live"] else set())
+        rows = self._ranked_items(method, d, np.asarray(u["vector"], np.float32), k, seen, domain)
+        return [{**r, "live": u["live"], "event_time": u["event_time"]} for r in rows]
+
+    def _seen(self, user_idx: int | None, d: date) -> set[int]:
+        """Items the user has an event on up to ``d`` (``user_items``)."""
+        if user_idx is None or "user_items" not in self.views:
+            return set()
+        return {int(r[0]) for r in self.con.execute(
+            "SELECT DISTINCT item_idx FROM user_items WHERE user_idx = $u AND dt <= $d", {"u": user_idx, "d": d}).fetchall()}
 
     @consistent
     def similar_users(self, user_id: str, method: str, k: int = 10, day: date | str | None = None) -> list[dict[str, Any]]:
@@ -366,9 +438,9 @@ class Query:
         k = self._k(k)
         scores, rows = index.search(np.asarray([me["vector"]], np.float32), min(k + 1, len(v)))
         user_idx, ids = tbl.column("user_idx").to_numpy(), tbl.column("user_id").to_pylist()
-        hits = [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0 and user_idx[r] != me["user_idx"]][:k]
-        return [{"rank": n + 1, "user_id": ids[r], "user_idx": int(user_idx[r]), "score": s, "method": method, "dt": d}
-                for n, (r, s) in enumerate(hits)]
+        hits = [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0 and ids[r] != me["user_id"]][:k]
+        return [{"rank": n + 1, "user_id": ids[r], "user_idx": int(user_idx[r]), "score": s, "method": method, "dt": d,
+                 "live": me["live"], "event_time": me["event_time"]} for n, (r, s) in enumerate(hits)]
 
 
     def _k(self, k: int) -> int:

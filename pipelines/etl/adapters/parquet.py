@@ -33,6 +33,22 @@ def read(spark: "SparkSession", path: Path, cfg: IngestConfig) -> Parsed:
     files = input_files(path, "parquet", PARQUET_SUFFIXES)
     types, seen = _check_parquet_files(files, mapping)
     df = spark.read.parquet(*[str(f) for f in files]).withColumn("source_file", F.input_file_name())
+    events = map_events(df, types, cfg)
+    items = None
+    if cfg.items:
+        items_path = Path(cfg.items).expanduser()
+        items = _parquet_items(spark, input_files(items_path, "parquet items", (".parquet",)), cfg)
+        files += list(iter_files(items_path, (".parquet",)))
+    return Parsed(events, items, files, {"columns": mapping, "ignored_columns": sorted(seen - set(mapping.values()))})
+
+
+def map_events(df: "DataFrame", types: dict[str, Any], cfg: IngestConfig) -> "DataFrame":
+    """Parsed events of a frame of the log (with ``source_file``), by ``ingest.columns``;
+    ``types``: the Arrow type of each mapped column (``file_types``). ``seqrep stream`` maps its
+    micro-batches with it too."""
+    from pyspark.sql import functions as F
+
+    mapping = column_mapping(cfg)
     df = df.withColumn("raw", F.to_json(F.struct(*[F.col(c) for c in dict.fromkeys(mapping.values())])))
     ts, ts_err = _timestamp(F.col(mapping["ts"]), types[mapping["ts"]], mapping["ts"], cfg)
     errors = [ts_err]
@@ -47,18 +63,17 @@ def read(spark: "SparkSession", path: Path, cfg: IngestConfig) -> Parsed:
     kind = text("event_type")
     if cfg.event_type_map:
         kind = F.coalesce(F.create_map(*[F.lit(x) for kv in cfg.event_type_map.items() for x in kv])[kind], kind)
-    events = to_events(
+    return to_events(
         df, user=text("user_id"), item=text("item_id"), event_type=kind, ts=ts,
         domain=text("domain") if "domain" in mapping else F.lit(cfg.domain),
         value=value, session_hint=text("session_hint") if "session_hint" in mapping else None,
         event_id=text("event_id") if "event_id" in mapping else None, errors=errors,
     )
-    items = None
-    if cfg.items:
-        items_path = Path(cfg.items).expanduser()
-        items = _parquet_items(spark, input_files(items_path, "parquet items", (".parquet",)), cfg)
-        files += list(iter_files(items_path, (".parquet",)))
-    return Parsed(events, items, files, {"columns": mapping, "ignored_columns": sorted(seen - set(mapping.values()))})
+
+
+def file_types(files: list[Path], cfg: IngestConfig) -> dict[str, Any]:
+    """The Arrow type of each mapped column, the same in every file (else a clear ``InputError``)."""
+    return _check_parquet_files(files, column_mapping(cfg))[0]
 
 
 def column_mapping(cfg: IngestConfig) -> dict[str, str]:
