@@ -191,10 +191,11 @@ class Stream:
         known = mine[mine["item_idx"] > 0]
         fresh = {u: g["item_idx"].to_numpy(np.int32) for u, g in known.groupby("user_id", sort=False)}
         newest = mine.groupby("user_id")["ts"].max()
-        keep = [u for u in users if len(enc.history(u)[0]) + len(fresh.get(u, ())) > 0]
+        stored = {u: enc.history(u) for u in users}  # (items, row): looked up once per user
+        keep = [u for u in users if len(stored[u][0]) + len(fresh.get(u, ())) > 0]
         vec = enc.vectors(keep, [fresh.get(u, np.zeros(0, np.int32)) for u in keep]) if keep else \
             np.zeros((0, enc.model.params.dim), np.float32)
-        idx = [enc.history(u)[1] for u in keep]
+        idx = [stored[u][1] for u in keep]
         return pd.DataFrame({
             "user_id": keep, "user_idx": pd.array([int(enc.user_idx[r]) if r is not None else None for r in idx], "Int32"),
             "vector": list(vec), "dim": np.full(len(keep), vec.shape[1] if len(keep) else 0, np.int32),
