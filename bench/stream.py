@@ -13,7 +13,8 @@ Latency of a file = the commit time of the micro-batch that took it (its manifes
 ``committed``: from then on its users' vectors are queryable) minus the time the file was renamed
 into the landing folder. The table gives p50 / p99 / max over files, per phase; events in and
 out; the stream's processing capacity (events / seconds its batches took, i.e. the rate at which
-it would fall behind); and the peak memory of the stream process and its JVM (VmHWM).
+it would fall behind); the median batch's seconds, split into Spark (read, map, label, collect),
+the state and the encoding, and the write (the manifests' ``seconds_by_step``); and the peak memory of the stream process and its JVM (VmHWM).
 
 Phases (``--rates``): each rate runs for ``--seconds``; the first is the target (1,000 events/s).
 
@@ -136,6 +137,7 @@ def summarize(docs: list[dict], log: list[dict], rates: list[int]) -> dict:
         phases.append({"tag": tag, "rate": rate, "events": sum(e["rows"] for e in mine),
                        "latency_s": [round(committed[e["file"]] - e["landed"], 3) for e in mine],
                        "batches": len(batches), "batch_seconds": [d["seconds"] for d in batches],
+                       "step_seconds": {k: [d["seconds_by_step"][k] for d in batches] for k in ("spark", "encode", "write")},
                        "capacity": sum(d["rows_in"] for d in batches) / max(sum(d["seconds"] for d in batches), 1e-9)})
     return {"rates": rates, "phases": phases, "rows_in": sum(d["rows_in"] for d in docs),
             "rows_out": sum(d["rows_out"] for d in docs), "rows_quarantined": sum(d["rows_quarantined"] for d in docs),
@@ -144,11 +146,12 @@ def summarize(docs: list[dict], log: list[dict], rates: list[int]) -> dict:
 
 def table(figures: dict) -> str:
     rows = ["| phase | events/s landed | files | events in | p50 latency s | p99 latency s | max s | "
-            "capacity events/s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            "capacity events/s | median batch s (Spark + encode + write) |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for ph in figures["phases"]:
         lat = np.asarray(ph["latency_s"])
         rows.append(f"| {ph['tag']} | {ph['rate']:,} | {len(lat):,} | {ph['events']:,} | {np.percentile(lat, 50):.2f} | "
-                    f"{np.percentile(lat, 99):.2f} | {lat.max():.2f} | {ph['capacity']:,.0f} |")
+                    f"{np.percentile(lat, 99):.2f} | {lat.max():.2f} | {ph['capacity']:,.0f} | "
+                    f"{np.median(ph['batch_seconds']):.2f} ({' + '.join(f'{np.median(v):.2f}' for v in ph['step_seconds'].values())}) |")
     return "\n".join(rows)
 
 

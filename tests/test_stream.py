@@ -209,6 +209,32 @@ def test_the_heartbeat_check_fails_when_missing_old_or_stopped(tmp_path):
         check_heartbeat(wh, "sasrec", 60)
 
 
+def test_live_state_orders_ties_by_event_id_and_a_rerun_replaces_its_batch():
+    import pandas as pd
+
+    from pipelines.streaming.stream import LiveState
+
+    t = pd.Timestamp("2024-01-06", tz="UTC")
+    ns = lambda x: x.value  # noqa: E731
+    loaded = pd.DataFrame({"event_id": ["b", "a", "c", "d"], "user_id": ["u", "u", "u", "w"], "item_idx": [2, 1, None, 5],
+                           "ts": [t, t, t + pd.Timedelta(seconds=1), t - pd.Timedelta(days=1)], "batch": [0, 0, 1, 0]})
+    state = LiveState(loaded)
+    # Same second: event id decides; item 0 (unknown to the model) is left out but dates the user.
+    items, newest = state.since("u", ns(t))
+    assert items.tolist() == [1, 2] and newest == ns(t + pd.Timedelta(seconds=1))
+    assert state.since("w", ns(t))[0].tolist() == [] and state.since("nobody", 5)[0].size == 0
+    assert state.users_since(ns(t)) == ["u"] and sorted(state.users_since(0)) == ["u", "w"]
+    assert state.taken(["a", "c", "z"]).tolist() == [True, True, False]
+    # Batch 1 is rerun after a restart: its events go, so they are neither duplicates nor history twice.
+    state.drop(1)
+    assert state.taken(["c"]).tolist() == [False]
+    state.add(pd.DataFrame({"event_id": ["c"], "user_id": ["u"], "item_idx": [3],
+                            "ts": [ns(t + pd.Timedelta(seconds=1))]}), batch=1)
+    assert state.since("u", ns(t))[0].tolist() == [1, 2, 3]
+    state.drop(0)
+    assert state.since("u", 0)[0].tolist() == [3] and "w" not in state.by_user
+
+
 def test_trigger_syntax():
     from pipelines.core.errors import ConfigError
     from pipelines.streaming.stream import parse_trigger

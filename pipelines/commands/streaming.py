@@ -14,7 +14,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     s.add_argument("--landing", help="the folder event files land in (default: stream.landing)")
     s.add_argument("--trigger", help="time between micro-batches, e.g. 2s or 500ms (default: stream.trigger_s)")
     s.add_argument("--stop-when-idle", type=float, metavar="SECONDS",
-                   help="stop when no micro-batch has run for this long (replays, tests); default: run until stopped")
+                   help="stop once every landed file is in a committed micro-batch and none has run for this "
+                        "long (replays, tests); default: run until stopped")
     s.add_argument("--check", action="store_true",
                    help="check the running stream's heartbeat and exit: 0 alive, 2 stopped (the DAG's task)")
     s.add_argument("--date", help=argparse.SUPPRESS)  # the DAG's tasks all pass the day; a stream has none

@@ -104,18 +104,21 @@ def pseudonym_key(wh: Warehouse, cfg: Config, day: date | None) -> bytes | None:
     return key
 
 
-def drop_erased(events: "DataFrame", wh: Warehouse) -> tuple["DataFrame", int]:
+def drop_erased(events: "DataFrame", wh: Warehouse, by: str | None = None) -> tuple["DataFrame", dict]:
     """The events without those of users erased from the warehouse (``seqrep forget``), and how
-    many there were: an erased user's new events never land."""
+    many there were, per value of the column ``by`` (all under ``None`` without it; an empty dict
+    when nobody is erased): an erased user's new events never land."""
     from pyspark.sql import functions as F
 
     hashes = privacy.erased_hashes(wh.root)
     if not hashes:
-        return events, 0
+        return events, {}
     # privacy.id_hash, in Spark: sha256 of the prefix and the stored id, as hex.
     hashed = F.sha2(F.concat(F.lit(privacy.ERASED_PREFIX), F.col("user_id")), 256)
     gone = F.coalesce(hashed.isin(sorted(hashes)), F.lit(False))
-    return events.where(~gone), events.where(gone).count()
+    erased = events.where(gone)
+    counts = {None: erased.count()} if by is None else {r[0]: int(r[1]) for r in erased.groupBy(by).count().collect()}
+    return events.where(~gone), counts
 
 
 def skipped_files(path: Path, read: list[Path]) -> list[dict[str, str]]:
@@ -157,7 +160,8 @@ def _write(spark: "SparkSession", wh: Warehouse, parsed, source: str, label: str
     from pipelines.etl.spark import write_daily, write_table
 
     ev = parsed.events if key is None else pseudonymize(parsed.events, key)
-    ev, n_erased = drop_erased(ev, wh)
+    ev, erased = drop_erased(ev, wh)
+    n_erased = sum(erased.values())
     ev = ev.withColumn("event_id", F.coalesce(F.col("event_id"), event_id_column()))
     if day is not None:
         # Nightly path: every row of the day's log lands in that day; clean judges its time.

@@ -201,7 +201,7 @@ def _write(out: Path, results: dict[str, list[Run]], text: str, rows: list[dict[
     (out / "index.html").write_text(
         "<!doctype html><html><head><meta charset='utf-8'><title>seqrep compare</title>"
         "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}th{background:#f3f3f3}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}th{background:#f3f3f3}td{white-space:nowrap}"
         "td:first-child{text-align:left}img{max-width:48%}</style>"
         f"</head><body><h1>Methods compared as of {day} ({protocol}, test split, full ranking)</h1>"
         f"<table>{rows}</table>{body}</body></html>\n")

@@ -12,7 +12,7 @@ Each micro-batch N (``foreachBatch``):
    on the rows that passed, the stream's own: ``duplicate`` also against the events of earlier
    micro-batches, ``late_arrival`` for an event of the published day or before (that night's
    tables have it), ``ts_future`` for one more than ``stream.max_clock_skew_s`` ahead of the clock.
-   Rows in = clean + quarantined + erased, checked;
+   Rows in (per file, counted from the rows that come back) = clean + quarantined + erased;
 3. for every user with a clean event: the history of the last published day (its ``sequences``
    row, as ``seqrep infer`` reads it) followed by all the user's live events after that day, in
    (ts, event_id) order, encoded by the published model (``serving/session.py``, fold-in, the
@@ -32,6 +32,7 @@ day, and the nightly clears the live batches it absorbed (``live.clear_absorbed`
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -39,12 +40,13 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 
 from pipelines.core import warehouse as layout
 from pipelines.core.config import Config
-from pipelines.core.errors import AccountingError, ConfigError, WarehouseError
+from pipelines.core.errors import ConfigError, WarehouseError
 from pipelines.core.runs import reading, transaction
 from pipelines.core.warehouse import Warehouse
 from pipelines.serving import live
@@ -57,6 +59,67 @@ Echo = Callable[[str], None]
 #: Columns of ``live/events`` (and, with ``reason``, ``parse_error``, ``raw``, ``source_file``, of the quarantine).
 EVENT_COLUMNS = ["event_id", "user_id", "item_id", "event_type", "ts", "domain", "value", "session_hint", "dt"]
 STATE_COLUMNS = ["event_id", "user_id", "item_idx", "ts"]
+
+
+class LiveState:
+    """The live events of the earlier micro-batches, as the next batch needs them: the batch that
+    took each event id (step 2's duplicates) and each user's events in (ts, event_id) order (step
+    3's histories). Held in dicts so that a batch costs in proportion to its own rows, not to
+    everything streamed so far. Times are nanoseconds since the epoch (UTC)."""
+
+    def __init__(self, frame) -> None:
+        """``frame``: ``live.read_events`` of ``STATE_COLUMNS`` (and ``batch``)."""
+        self.batch_of: dict[str, int] = {}
+        self.batches: set[int] = set()
+        self.by_user: dict[str, list[tuple[int, str, int, int]]] = {}  # (ts, event_id, item_idx, batch)
+        # An event on an item the model has never seen is stored with a null index; here it is 0.
+        self.add(frame.assign(ts=_ns(frame["ts"]), item_idx=frame["item_idx"].fillna(0).astype(np.int64)), batch=None)
+
+    def add(self, rows, batch: int | None) -> None:
+        """Take ``rows`` (``ts`` in ns) of ``batch`` (None: each row's own ``batch`` column)."""
+        batches = rows["batch"].tolist() if batch is None else [batch] * len(rows)
+        self.batches.update(batches)
+        touched = set()
+        for ts, eid, user, item, n in zip(rows["ts"].tolist(), rows["event_id"].tolist(), rows["user_id"].tolist(),
+                                          rows["item_idx"].tolist(), batches):
+            self.batch_of[eid] = n
+            self.by_user.setdefault(user, []).append((ts, eid, int(item), n))
+            touched.add(user)
+        for user in touched:
+            self.by_user[user].sort()
+
+    def drop(self, batch: int) -> None:
+        """Forget ``batch`` (a restart reruns the last batch, and the rerun replaces it)."""
+        if batch not in self.batches:
+            return
+        self.batches.discard(batch)
+        self.batch_of = {e: n for e, n in self.batch_of.items() if n != batch}
+        self.by_user = {u: kept for u, evs in self.by_user.items() if (kept := [e for e in evs if e[3] != batch])}
+
+    def taken(self, event_ids) -> np.ndarray:
+        """Which of ``event_ids`` an earlier batch took."""
+        return np.fromiter((e in self.batch_of for e in event_ids), bool, len(event_ids))
+
+    def users_since(self, since_ns: int) -> list[str]:
+        """The users with an event at ``since_ns`` or later."""
+        return [u for u, evs in self.by_user.items() if evs[-1][0] >= since_ns]
+
+    def since(self, user: str, since_ns: int) -> tuple[np.ndarray, int]:
+        """The user's items known to the model from ``since_ns`` on, in order, and the newest event time."""
+        evs = [e for e in self.by_user.get(user, ()) if e[0] >= since_ns]
+        return np.array([e[2] for e in evs if e[2] > 0], np.int32), (evs[-1][0] if evs else since_ns)
+
+
+def _day_end_ns(day) -> int:
+    """``live.day_end`` in nanoseconds since the epoch."""
+    return int(live.day_end(day).timestamp()) * 10**9
+
+
+def _ns(ts) -> np.ndarray:
+    """A pandas UTC time column as int64 nanoseconds since the epoch."""
+    import pandas as pd
+
+    return pd.to_datetime(ts, utc=True).to_numpy("datetime64[ns]").astype(np.int64)
 
 
 class Stream:
@@ -75,8 +138,12 @@ class Stream:
         self.last_batch: int | None = None
         self.last_activity = time.time()
         self.encoded_with: tuple | None = None  # the (day, version) of the last batch's vectors
+        self.timings: dict[str, float] = {}
+        self.schema: Any = None  # the Arrow schema of the last batch's labeled rows
+        self.files = {f for m in (self.wh.root / layout.MANIFESTS / f"stage=stream/model={method}").glob("batch=*.json")
+                      for f in json.loads(m.read_text())["files"]}  # every file a committed batch took
         with reading(self.wh.root):  # committed batches only, any half-applied commit finished first
-            self.events = live.read_events(self.wh, method, STATE_COLUMNS)
+            self.state = LiveState(live.read_events(self.wh, method, STATE_COLUMNS))
         self.base()
 
     def base(self) -> SessionEncoder:
@@ -111,16 +178,15 @@ class Stream:
             raise
 
     def _process(self, df: "DataFrame", batch: int) -> None:
-        import pandas as pd
-
-        t0 = time.time()
+        clock = {"start": time.time()}
         enc = self.base()
         rows, per_file, n_erased = self._label(df, batch)
+        clock["spark"] = time.time()
         rows_in = sum(per_file.values())
-        earlier = self.events[self.events["batch"] != batch]  # a rerun of this batch replaces it
+        self.state.drop(batch)  # a rerun of this batch replaces it
         now = datetime.now(timezone.utc)
         ok = rows["reason"].isna()
-        for reason, hit in (("duplicate", rows["event_id"].isin(earlier["event_id"])),
+        for reason, hit in (("duplicate", self.state.taken(rows["event_id"].tolist())),
                             ("late_arrival", rows["ts"] < live.day_end(enc.day)),
                             ("ts_future", rows["ts"] > now + timedelta(seconds=self.cfg.stream.max_clock_skew_s))):
             rows.loc[ok & hit, "reason"] = reason
@@ -128,33 +194,42 @@ class Stream:
         clean, quarantined = rows[ok].copy(), rows[~ok]
         clean["item_idx"] = np.array([enc.item_index(i, d) or 0 for i, d in zip(clean["item_id"], clean["domain"])],
                                      dtype=np.int32)
-        state = pd.concat([earlier, clean[STATE_COLUMNS].assign(batch=batch)], ignore_index=True)
+        self.state.add(clean[STATE_COLUMNS].assign(ts=_ns(clean["ts"])), batch)
         users = clean["user_id"].unique().tolist()
         if (enc.day, enc.version) != self.encoded_with:  # a new publish: every live user again, in its space
-            users = list(dict.fromkeys(users + state.loc[state["ts"] >= live.day_end(enc.day), "user_id"].tolist()))
-        vectors = self._vectors(enc, state, users)
+            users = list(dict.fromkeys(users + self.state.users_since(_day_end_ns(enc.day))))
+        vectors = self._vectors(enc, users)
+        clock["encode"] = time.time()
+        self._commit(enc, batch, clean, quarantined, vectors, {
+            "rows_in": rows_in, "rows_out": len(clean), "rows_quarantined": len(quarantined), "rows_erased": n_erased,
+            "quarantine_by_reason": {str(k): int(v) for k, v in quarantined["reason"].value_counts().items()},
+            "events_on_items_unknown_to_the_model": int((clean["item_idx"] == 0).sum()),
+            "users": len(vectors), "users_without_known_events": int(clean["user_id"].nunique() - len(vectors)),
+            "files": per_file, "newest_event": clean["ts"].max().isoformat() if len(clean) else None}, clock)
+        self.files.update(per_file)
+        self.batches, self.last_batch, self.last_activity = self.batches + 1, batch, time.time()
+        self.encoded_with = (enc.day, enc.version)
+        steps = ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items())
+        self.echo(f"batch {batch}: {rows_in:,} rows in {len(per_file)} files, {len(clean):,} clean, "
+                  f"{len(quarantined):,} quarantined, {len(vectors):,} user vectors, {time.time() - clock['start']:.2f}s "
+                  f"({steps})")
 
+    def _commit(self, enc: SessionEncoder, batch: int, clean, quarantined, vectors, counts: dict, clock: dict) -> None:
+        """Step 4: the batch's events, quarantine, vectors and manifest in one run."""
         with transaction(self.wh, f"stream={self.method}", command=f"seqrep stream --method {self.method}") as wh:
             self._write(wh, layout.LIVE_EVENTS, batch, clean[EVENT_COLUMNS + ["item_idx"]].assign(
-                item_idx=clean["item_idx"].where(clean["item_idx"] > 0)))
+                item_idx=clean["item_idx"].where(clean["item_idx"] > 0).astype("Int32")))
             self._write(wh, layout.LIVE_QUARANTINE, batch, quarantined)
             self._write(wh, layout.LIVE_USER_EMBEDDINGS, batch, vectors)
-            manifest = {
+            # Seconds per step: Spark (read, map, label, collect), the state and the encoding, the write.
+            self.timings = {"spark": clock["spark"] - clock["start"], "encode": clock["encode"] - clock["spark"],
+                            "write": time.time() - clock["encode"]}
+            wh.write_manifest("stream", f"model={self.method}/batch={batch}", {
                 "stage": "stream", "method": self.method, "batch": batch, "base_day": enc.day.isoformat(),
-                "model_version": enc.version, "rows_in": rows_in, "rows_out": len(clean),
-                "rows_quarantined": len(quarantined), "rows_erased": n_erased,
-                "quarantine_by_reason": {str(k): int(v) for k, v in quarantined["reason"].value_counts().items()},
-                "events_on_items_unknown_to_the_model": int((clean["item_idx"] == 0).sum()),
-                "users": len(vectors), "users_without_known_events": int(clean["user_id"].nunique() - len(vectors)),
-                "files": per_file, "newest_event": clean["ts"].max().isoformat() if len(clean) else None,
-                "started": datetime.fromtimestamp(t0, timezone.utc).isoformat(),
-                "committed": datetime.now(timezone.utc).isoformat(), "seconds": round(time.time() - t0, 3),
-            }
-            wh.write_manifest("stream", f"model={self.method}/batch={batch}", manifest)
-        self.events, self.batches, self.last_batch, self.last_activity = state, self.batches + 1, batch, time.time()
-        self.encoded_with = (enc.day, enc.version)
-        self.echo(f"batch {batch}: {rows_in:,} rows in {len(per_file)} files, {len(clean):,} clean, "
-                  f"{len(quarantined):,} quarantined, {len(vectors):,} user vectors, {time.time() - t0:.2f}s")
+                "model_version": enc.version, **counts,
+                "started": datetime.fromtimestamp(clock["start"], timezone.utc).isoformat(),
+                "committed": datetime.now(timezone.utc).isoformat(), "seconds": round(time.time() - clock["start"], 3),
+                "seconds_by_step": {k: round(v, 3) for k, v in self.timings.items()}})
 
     def _label(self, df: "DataFrame", batch: int):
         """Steps 1-2 up to the batch clean's rules: (rows with ``reason``, rows per file, erased)."""
@@ -165,42 +240,40 @@ class Stream:
         from pipelines.etl.ingest import drop_erased, event_id_column
         from pipelines.etl.privacy import pseudonymize
 
-        df = df.persist()
-        per_file = {r[0]: int(r[1]) for r in df.groupBy("source_file").count().collect()}
         events = map_events(df, self.types, self.cfg.ingest)
         if self.key is not None:
             events = pseudonymize(events, self.key)
-        events, n_erased = drop_erased(events, self.wh)
+        events, erased = drop_erased(events, self.wh, by="source_file")
         events = (events.withColumn("event_id", F.coalesce(F.col("event_id"), event_id_column()))
                   .withColumn("dt", F.to_date(F.col("ts"))).withColumn("source", F.lit("stream")))
         labeled = label(events, self.cfg).select(*EVENT_COLUMNS, "reason", "parse_error", "raw", "source_file")
-        rows = labeled.toArrow().to_pandas()
+        arrow = labeled.toArrow()
+        self.schema = arrow.schema  # the types of a column that is empty or all null in a batch
+        rows = arrow.to_pandas()
         rows["ts"] = rows["ts"].dt.tz_convert("UTC")  # Spark's session zone name may differ; one dtype in the state
-        df.unpersist()
-        if len(rows) + n_erased != sum(per_file.values()):
-            raise AccountingError(f"stream {self.method} batch {batch}: {sum(per_file.values())} rows in, "
-                                  f"{len(rows)} labeled + {n_erased} erased")
+        # Rows in per file, from what came back (no Spark job of its own): labeled + erased.
+        per_file = {str(f): int(n) for f, n in rows["source_file"].value_counts(sort=False).items()}
+        for f, n in erased.items():
+            per_file[f] = per_file.get(f, 0) + n
+        n_erased = sum(erased.values())
         return rows, per_file, n_erased
 
-    def _vectors(self, enc: SessionEncoder, state, users: list[str]):
+    def _vectors(self, enc: SessionEncoder, users: list[str]):
         """The fresh vectors of ``users``: stored history, then their live events after the base day."""
         import pandas as pd
 
-        mine = state[state["user_id"].isin(users) & (state["ts"] >= live.day_end(enc.day))]
-        mine = mine.sort_values(["user_id", "ts", "event_id"], kind="stable")
-        known = mine[mine["item_idx"] > 0]
-        fresh = {u: g["item_idx"].to_numpy(np.int32) for u, g in known.groupby("user_id", sort=False)}
-        newest = mine.groupby("user_id")["ts"].max()
+        since = _day_end_ns(enc.day)
+        fresh = {u: self.state.since(u, since) for u in users}  # (items, newest event time)
         stored = {u: enc.history(u) for u in users}  # (items, row): looked up once per user
-        keep = [u for u in users if len(stored[u][0]) + len(fresh.get(u, ())) > 0]
-        vec = enc.vectors(keep, [fresh.get(u, np.zeros(0, np.int32)) for u in keep]) if keep else \
-            np.zeros((0, enc.model.params.dim), np.float32)
+        keep = [u for u in users if len(stored[u][0]) + len(fresh[u][0]) > 0]
+        vec = enc.vectors(keep, [fresh[u][0] for u in keep]) if keep else np.zeros((0, enc.model.params.dim), np.float32)
         idx = [stored[u][1] for u in keep]
         return pd.DataFrame({
             "user_id": keep, "user_idx": pd.array([int(enc.user_idx[r]) if r is not None else None for r in idx], "Int32"),
             "vector": list(vec), "dim": np.full(len(keep), vec.shape[1] if len(keep) else 0, np.int32),
-            "model_version": enc.version, "base_dt": enc.day, "event_time": [newest[u] for u in keep],
-            "n_live": np.array([len(fresh.get(u, ())) for u in keep], np.int32)})
+            "model_version": enc.version, "base_dt": enc.day,
+            "event_time": pd.to_datetime(np.array([fresh[u][1] for u in keep], np.int64), utc=True),
+            "n_live": np.array([len(fresh[u][0]) for u in keep], np.int32)})
 
     def _write(self, wh: Warehouse, table: str, batch: int, frame) -> None:
         import pyarrow as pa
@@ -213,6 +286,10 @@ class Stream:
             tbl = tbl.append_column("vector", pa.FixedSizeListArray.from_arrays(pa.array(flat), dim))
         else:
             tbl = pa.Table.from_pandas(frame, preserve_index=False)
+            # pandas has no type for an empty or all-null column: the batch's Arrow types, so that
+            # every batch folder of a table has one schema.
+            tbl = tbl.cast(pa.schema([self.schema.field(f.name) if pa.types.is_null(f.type) and f.name in self.schema.names
+                                      else f for f in tbl.schema]))
         wh.write_folder(live.batch_folder(wh, table, self.method, batch),
                         lambda staged: pq.write_table(tbl, staged / "part-0.parquet"))
 
@@ -226,13 +303,24 @@ def parse_trigger(text: str | float) -> float:
         raise ConfigError(f"--trigger {text!r}: give seconds, e.g. 2s or 500ms") from None
 
 
-def _first_file(folder: Path, trigger: float, stop_when_idle_s: float | None, since: float, beat) -> Path | None:
-    """The first file to land (its schema is the stream's); None when idle for ``stop_when_idle_s``."""
+def _landed(folder: Path) -> list[Path]:
+    """The files in the landing folder that the stream reads (hidden ones are being written)."""
     from pipelines.etl.adapters.parquet import PARQUET_SUFFIXES
 
+    return sorted(p for p in folder.rglob("*") if p.suffix in PARQUET_SUFFIXES
+                  and not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts))
+
+
+def _all_taken(folder: Path, taken: set[str]) -> bool:
+    """Whether every landed file is in a committed batch (``taken``: Spark's file URIs)."""
+    paths = {Path(unquote(urlparse(f).path)).resolve() for f in taken}
+    return all(p.resolve() in paths for p in _landed(folder))
+
+
+def _first_file(folder: Path, trigger: float, stop_when_idle_s: float | None, since: float, beat) -> Path | None:
+    """The first file to land (its schema is the stream's); None when idle for ``stop_when_idle_s``."""
     while True:
-        first = next((p for p in sorted(folder.rglob("*")) if p.suffix in PARQUET_SUFFIXES
-                      and not p.name.startswith((".", "_"))), None)
+        first = next(iter(_landed(folder)), None)
         if first is not None:
             return first
         if stop_when_idle_s is not None and time.time() - since > stop_when_idle_s:
@@ -285,8 +373,9 @@ def run(cfg: Config, method: str, *, landing: str | Path | None = None, trigger_
             beat("running")
             idle = time.time() - stream.last_activity
             if stop_when_idle_s is not None and idle > stop_when_idle_s and query.lastProgress is not None \
-                    and not query.status["isDataAvailable"] and not query.status["isTriggerActive"]:
-                break  # a trigger has run and found nothing new for that long
+                    and not query.status["isDataAvailable"] and not query.status["isTriggerActive"] \
+                    and _all_taken(folder, stream.files):
+                break  # nothing new for that long, and every landed file is in a committed batch
     except KeyboardInterrupt:
         echo(f"stream {method}: stopping")
     finally:
