@@ -231,8 +231,9 @@ def test_live_state_orders_ties_by_event_id_and_a_rerun_replaces_its_batch():
     state.add(pd.DataFrame({"event_id": ["c"], "user_id": ["u"], "item_idx": [3],
                             "ts": [ns(t + pd.Timedelta(seconds=1))]}), batch=1)
     assert state.since("u", ns(t))[0].tolist() == [1, 2, 3]
-    state.drop(0)
+    state.prune(ns(t + pd.Timedelta(seconds=1)))  # a publish of the day before t + 1s: the rest is in its tables
     assert state.since("u", 0)[0].tolist() == [3] and "w" not in state.by_user
+    assert state.taken(["a", "c"]).tolist() == [False, True] and state.batches == {1}
 
 
 def test_trigger_syntax():

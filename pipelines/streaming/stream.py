@@ -96,6 +96,13 @@ class LiveState:
         self.batch_of = {e: n for e, n in self.batch_of.items() if n != batch}
         self.by_user = {u: kept for u, evs in self.by_user.items() if (kept := [e for e in evs if e[3] != batch])}
 
+    def prune(self, before_ns: int) -> None:
+        """Forget the events before ``before_ns``: a newer publish holds them (one sent again is
+        then ``late_arrival``, not ``duplicate``: quarantined either way)."""
+        self.by_user = {u: kept for u, evs in self.by_user.items() if (kept := [e for e in evs if e[0] >= before_ns])}
+        self.batch_of = {e[1]: e[3] for evs in self.by_user.values() for e in evs}
+        self.batches = set(self.batch_of.values())
+
     def taken(self, event_ids) -> np.ndarray:
         """Which of ``event_ids`` an earlier batch took."""
         return np.fromiter((e in self.batch_of for e in event_ids), bool, len(event_ids))
@@ -197,6 +204,7 @@ class Stream:
         self.state.add(clean[STATE_COLUMNS].assign(ts=_ns(clean["ts"])), batch)
         users = clean["user_id"].unique().tolist()
         if (enc.day, enc.version) != self.encoded_with:  # a new publish: every live user again, in its space
+            self.state.prune(_day_end_ns(enc.day))
             users = list(dict.fromkeys(users + self.state.users_since(_day_end_ns(enc.day))))
         vectors = self._vectors(enc, users)
         clock["encode"] = time.time()
