@@ -267,6 +267,35 @@ methods:
                  "--warehouse", str(wh)]) == 0
 
 
+def test_gcsan_and_item2vec_run_in_the_nightly_method_groups(airflow_home, slice_logs, spark, tmp_path, monkeypatch):
+    """Issue 21's methods as nightly methods (``nightly.methods: [gcsan, item2vec]``): each one's
+    group (train, evaluate, regression gate, infer, embeddings gate, publish) succeeds in
+    ``dag.test()`` on the slice's first day, the ETL's tasks marked done after the same ETL ran in
+    this process; the published tables then answer queries."""
+    from pipelines.serving.query import Query
+
+    config = tmp_path / "new-methods.yaml"
+    config.write_text(CONFIG.format(logs=slice_logs, extra_nightly="", extra_train="")
+                      .replace("methods: [sasrec]", "methods: [gcsan, item2vec]")
+                      + "  gcsan: {model: {dim: 16, max_len: 20}, train: {epochs: 2, batch_size: 128}}\n"
+                      + "  item2vec: {model: {dim: 16, iterations: 2}}\n")
+    wh = tmp_path / "wh"
+    etl_in_process(spark, config, wh, DAYS[0])
+    monkeypatch.setenv("SEQREP_CONFIG", str(config))
+    run = run_day(_dag(), DAYS[0], wh, config, etl_done=True)
+    states = _states(run)
+    assert str(run.state).endswith("success"), states
+    steps = ("train", "evaluate", "regression_gate", "infer", "gate_embeddings", "publish")
+    for method in ("gcsan", "item2vec"):
+        assert {s: states[f"{method}.{s}"] for s in steps} == dict.fromkeys(steps, "success"), states
+        record = json.loads((wh / f"_manifests/stage=publish/model={method}/dt={DAYS[0]}.json").read_text())
+        assert record["users"] > 0 and record["items"] > 0
+        with Query(wh) as q:
+            user = q.sql("SELECT min(user_id) FROM user_embeddings WHERE model = ?", [method]).column(0)[0].as_py()
+            assert len(q.recommend(user, method, k=5)) == 5
+    assert "sasrec.train" not in states
+
+
 def test_with_default_retries_work_tasks_back_off_and_gates_and_the_watcher_never_retry(airflow_home):
     """The DAG as a deployment parses it (no ``SEQREP_RETRIES``, which the other tests here set to 0):
     a Spark or torch task that fails retries twice with exponential backoff from 1 minute; a gate's

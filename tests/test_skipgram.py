@@ -40,9 +40,13 @@ def test_registered_and_fitted_by_gensim_not_by_epochs(tmp_path):
     m, result = _fit(tmp_path, clusters())
     assert result.epochs == 0, "no gradient epochs: gensim fits it in prepare"
     assert (tmp_path / "m1" / "model.safetensors").is_file()
-    norms = m.item_embeddings()[1:].norm(dim=1)
-    torch.testing.assert_close(norms, torch.ones_like(norms))  # unit vectors: <v_i, v_j> is their cosine
-    assert not m.item_embeddings()[0].any()  # padding
+    norms = m.vectors[1:].norm(dim=1)
+    torch.testing.assert_close(norms, torch.ones_like(norms))  # unit input vectors: <v_i, v_j> is their cosine
+    assert not m.vectors[0].any() and not m.item_embeddings()[0].any()  # padding
+    # Scored against gensim's output vectors by default; `item_vectors: input` against the input ones.
+    assert m.item_embeddings() is m.context and m.context[1:].abs().sum() > 0
+    assert _fit(tmp_path / "input", clusters(), item_vectors="input")[0].item_embeddings().norm(dim=1)[1:].allclose(
+        torch.ones(20))
 
 
 def test_one_worker_and_a_seed_give_the_same_vectors(tmp_path):
@@ -57,7 +61,7 @@ def test_one_worker_and_a_seed_give_the_same_vectors(tmp_path):
 def test_items_browsed_together_are_near_and_rank_first(tmp_path):
     data = clusters()
     m, _ = _fit(tmp_path, data, iterations=30, sample=0.0)  # 20 items: the default down-sampling would drop most events
-    v = m.item_embeddings()[1:]
+    v = m.vectors[1:]
     cos = v @ v.T
     same = torch.block_diag(torch.ones(10, 10), torch.ones(10, 10)).bool() & ~torch.eye(20, dtype=torch.bool)
     assert cos[same].mean() > cos[~same & ~torch.eye(20, dtype=torch.bool)].mean() + 0.3
