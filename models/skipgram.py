@@ -27,8 +27,9 @@ context vectors, 3 seeds, ``bench/README.md``).
 
 Where it departs from the papers: sentences are users' training histories (the ETL's sequences)
 rather than sessions or baskets; the window keeps the context local. Items never in a training
-history (seen only in held-out events, say) keep a seeded random unit vector, as an untrained
-embedding row of the other methods does. With one worker and a fixed seed (``train.seed``) a fit
+history (seen only in held-out events, say) keep a seeded random unit input vector, as an
+untrained embedding row of the other methods does, and a seeded random context vector of a
+thousandth of the trained ones' mean norm (gensim leaves it zero; a table's item needs a vector). With one worker and a fixed seed (``train.seed``) a fit
 is deterministic.
 """
 
@@ -97,8 +98,15 @@ class Item2Vec(SequenceModel):
         table = torch.nn.functional.normalize(table, dim=1)
         table[0] = 0.0  # padding
         self.vectors.copy_(table.to(self.vectors.device))
-        context = torch.zeros(self.n_items + 1, p.dim)
-        context[keys] = torch.as_tensor(w2v.syn1neg, dtype=torch.float32)  # negative sampling's output layer
+        # Negative sampling's output layer. An item never in a training history has gensim's zero
+        # row there: it gets a seeded random one of a thousandth of the trained rows' mean norm
+        # (scores about 0 all the same, and a vector, as every item of a table must have).
+        trained = torch.as_tensor(w2v.syn1neg, dtype=torch.float32)
+        context = torch.nn.functional.normalize(torch.randn(self.n_items + 1, p.dim, generator=torch.Generator()
+                                                            .manual_seed(seed + 1)), dim=1)
+        context *= 1e-3 * float(trained.norm(dim=1).mean())
+        context[keys] = trained
+        context[0] = 0.0  # padding
         self.context.copy_(context.to(self.context.device))
 
     def encode(self, history: Tensor, lengths: Tensor, users: Tensor | None = None) -> Tensor:

@@ -15,8 +15,9 @@ from models.skipgram import Item2Vec
 from models.trainer import train
 
 
-def clusters(n_users: int = 60, seed: int = 0) -> SequenceData:
-    """Half the users browse items 1-10 only, half items 11-20 only, in random order."""
+def clusters(n_users: int = 60, seed: int = 0, n_items: int = 20) -> SequenceData:
+    """Half the users browse items 1-10 only, half items 11-20 only, in random order (items
+    beyond 20 in the catalogue, never browsed)."""
     rng = np.random.default_rng(seed)
     seqs = [rng.integers(1, 11, 12) + (10 if u % 2 else 0) for u in range(n_users)]
     lengths = np.array([len(s) for s in seqs])
@@ -25,7 +26,7 @@ def clusters(n_users: int = 60, seed: int = 0) -> SequenceData:
     rows = np.arange(n_users)
     splits = {"valid": Split(rows, lengths - 2, items[offsets[:-1] + lengths - 2][:, None]),
               "test": Split(rows, lengths - 1, items[offsets[:-1] + lengths - 1][:, None])}
-    return SequenceData(date(2024, 1, 1), "loo", 20, np.arange(1, n_users + 1), offsets, items, lengths - 2, splits)
+    return SequenceData(date(2024, 1, 1), "loo", n_items, np.arange(1, n_users + 1), offsets, items, lengths - 2, splits)
 
 
 def _fit(tmp_path, data, seed=1, **model):
@@ -44,7 +45,11 @@ def test_registered_and_fitted_by_gensim_not_by_epochs(tmp_path):
     torch.testing.assert_close(norms, torch.ones_like(norms))  # unit input vectors: <v_i, v_j> is their cosine
     assert not m.vectors[0].any() and not m.item_embeddings()[0].any()  # padding
     # Scored against gensim's output vectors by default; `item_vectors: input` against the input ones.
-    assert m.item_embeddings() is m.context and m.context[1:].abs().sum() > 0
+    assert m.item_embeddings() is m.context and (m.context[1:].norm(dim=1) > 0).all()
+    # An item in no training history: a vector all the same (the embeddings gate wants one), of a negligible norm.
+    m21, _ = _fit(tmp_path / "21", clusters(n_items=21))
+    norms = m21.item_embeddings().norm(dim=1)
+    assert 0 < norms[21] < 0.01 * norms[1:21].mean() and norms[0] == 0
     assert _fit(tmp_path / "input", clusters(), item_vectors="input")[0].item_embeddings().norm(dim=1)[1:].allclose(
         torch.ones(20))
 
