@@ -22,7 +22,7 @@ vectors ``w'_j``: ``score(u, j) = <u, w'_j>`` is the skip-gram's own estimate of
 is in the context of the history's items, popularity included (frequent items have large
 context vectors). ``item_vectors: input`` scores against the unit input vectors instead (a
 weighted mean of cosines, the space of item2vec's similar-items lists): on ml-100k that ranks
-rare look-alikes first and falls below most-popular (test NDCG@10 0.0158 against 0.0639 with
+rare look-alikes first and falls below most-popular (test NDCG@10 0.0158 against 0.0640 with
 context vectors, 3 seeds, ``bench/README.md``).
 
 Where it departs from the papers: sentences are users' training histories (the ETL's sequences)
