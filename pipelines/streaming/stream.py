@@ -32,6 +32,7 @@ day, and the nightly clears the live batches it absorbed (``live.clear_absorbed`
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import signal
@@ -113,7 +114,8 @@ class LiveState:
 
     def since(self, user: str, since_ns: int) -> tuple[np.ndarray, int]:
         """The user's items known to the model from ``since_ns`` on, in order, and the newest event time."""
-        evs = [e for e in self.by_user.get(user, ()) if e[0] >= since_ns]
+        evs = self.by_user.get(user, [])
+        evs = evs[bisect.bisect_left(evs, (since_ns,)):]  # sorted by time: skip the older ones
         return np.array([e[2] for e in evs if e[2] > 0], np.int32), (evs[-1][0] if evs else since_ns)
 
 
@@ -313,10 +315,10 @@ def parse_trigger(text: str | float) -> float:
 
 def _landed(folder: Path) -> list[Path]:
     """The files in the landing folder that the stream reads (hidden ones are being written)."""
+    from pipelines.core.warehouse import iter_files
     from pipelines.etl.adapters.parquet import PARQUET_SUFFIXES
 
-    return sorted(p for p in folder.rglob("*") if p.suffix in PARQUET_SUFFIXES
-                  and not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts))
+    return list(iter_files(folder, PARQUET_SUFFIXES))
 
 
 def _all_taken(folder: Path, taken: set[str]) -> bool:
