@@ -29,7 +29,7 @@ def renderers() -> dict[str, Callable[[dict], str]]:
     def train_table(figures: dict) -> str:
         import train
 
-        return train.table(train.results_of(figures), figures["base"], figures["tail"])
+        return train.table(train.results_of(figures), figures["base"], figures["tail"], figures.get("short"))
 
     def incremental_table(figures: dict) -> str:
         import incremental

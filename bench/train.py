@@ -9,6 +9,8 @@ seeds; mean and 95% interval over users), seconds per epoch, epochs, wall time a
 ``--tail K`` adds the long-tail slice: test users whose target item has at most K training events
 (``SequenceData.item_counts``, the events every method trains on; 0 = an item never trained on),
 with HR@10 and NDCG@10 on that slice and the paired ΔNDCG@10 against ``--base`` on it.
+``--short K`` adds the same for the test users with at most K training events (``train_len``:
+the short histories, where a social graph should help).
 
 ``--methods`` takes ``LABEL=METHOD`` too: the method's runs kept and shown under LABEL, so one
 method with other ``--set`` values sits beside itself (the GAN's base is
@@ -64,7 +66,9 @@ def worker(args: argparse.Namespace) -> None:
     out = Path(args.out)
     # Training events of each test user's target item: the long-tail slice (--tail) selects on it.
     target_events = data.item_counts()[data.splits["test"].targets[:, 0]]
+    user_events = data.train_len[data.splits["test"].rows]
     np.savez(out.with_suffix(".npz"), users=test.users, target_train_events=target_events,
+             user_train_events=user_events,
              **{f"{m}@{k}": v for (m, k), v in test.per_user.items()})
     log = result.log
     out.write_text(json.dumps({
@@ -89,6 +93,8 @@ def main() -> None:
     ap.add_argument("--base", default="markov", help="the method each one is compared with, paired on users")
     ap.add_argument("--tail", type=int, default=None, metavar="K",
                     help="also report the test users whose target item has <= K training events")
+    ap.add_argument("--short", type=int, default=None, metavar="K",
+                    help="also report the test users with <= K training events")
     ap.add_argument("--out", help="folder for per-run JSON and per-user metrics (default: a temp folder)")
     ap.add_argument("--record", metavar="NAME", help="write the raw results to bench/results/NAME.json")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -103,14 +109,14 @@ def main() -> None:
     outdir.mkdir(parents=True, exist_ok=True)
     print(f"[bench] results under {outdir}", flush=True)
     results = run_all(args, outdir)
-    text = table(results, args.base, args.tail)
+    text = table(results, args.base, args.tail, args.short)
     print(text)
     summary = {m: [{k: v for k, v in r.items() if k not in ("per_user", "log")} for r in rs] for m, rs in results.items()}
     (outdir / "summary.json").write_text(json.dumps(summary, indent=1))
     if args.record:
         from results import record  # bench/results.py (the script's folder is on the path)
 
-        record(args.record, figures_of(results, args.base, args.tail), text)
+        record(args.record, figures_of(results, args.base, args.tail, args.short), text)
 
 
 def run_all(args: argparse.Namespace, outdir: Path) -> dict[str, list[dict]]:
@@ -149,59 +155,65 @@ def run_all(args: argparse.Namespace, outdir: Path) -> dict[str, list[dict]]:
     return results
 
 
-def figures_of(results: dict[str, list[dict]], base: str, tail: int | None) -> dict:
+#: The slices ``--tail`` and ``--short`` add: (option, per-user column it selects on, column header).
+SLICES = (("tail", "target_train_events", "tail≤{k} users"), ("short", "user_train_events", "users≤{k} events"))
+
+
+def figures_of(results: dict[str, list[dict]], base: str, tail: int | None, short: int | None = None) -> dict:
     """What ``table`` reads, as JSON: each run's figures and per-user NDCG@10 (and HR@10 and the
-    target items' training events when the table has the tail slice)."""
-    per_user = ["ndcg@10", "hr@10"] if tail is not None else ["ndcg@10"]
+    column each slice selects on, when the table has slices)."""
+    per_user = ["ndcg@10", "hr@10"] if tail is not None or short is not None else ["ndcg@10"]
     runs = {m: [{**{k: v for k, v in r.items() if k not in ("per_user", "log")},
                  "per_user": {k: r["per_user"][k].tolist() for k in per_user}} for r in rs]
             for m, rs in results.items()}
-    first = next(r for rs in results.values() for r in rs)
-    events = first["per_user"].get("target_train_events")
-    return {"base": base, "tail": tail, "runs": runs,
-            "target_train_events": events.tolist() if tail is not None and events is not None else None}
+    first = next(r for rs in results.values() for r in rs)["per_user"]
+    column = lambda c: first[c].tolist() if c in first else None  # noqa: E731
+    out = {"base": base, "tail": tail, "runs": runs,
+           "target_train_events": column("target_train_events") if tail is not None else None}
+    if short is not None:  # recorded only when asked for: earlier results files stay as they were
+        out.update(short=short, user_train_events=column("user_train_events"))
+    return out
 
 
 def results_of(figures: dict) -> dict[str, list[dict]]:
     """``figures_of`` read back: the runs as ``table`` takes them."""
-    events = figures.get("target_train_events")
-    return {m: [{**r, "per_user": {**{k: np.asarray(v) for k, v in r["per_user"].items()},
-                                   **({"target_train_events": np.asarray(events)} if events is not None else {})}}
+    columns = {c: np.asarray(figures[c]) for _, c, _ in SLICES if figures.get(c) is not None}
+    return {m: [{**r, "per_user": {**{k: np.asarray(v) for k, v in r["per_user"].items()}, **columns}}
                 for r in rs] for m, rs in figures["runs"].items()}
 
 
-def table(results: dict[str, list[dict]], base: str = "markov", tail: int | None = None) -> str:
+def table(results: dict[str, list[dict]], base: str = "markov", tail: int | None = None,
+          short: int | None = None) -> str:
     """The markdown table of the module docstring."""
     ref = results.get(base)
     ref_ndcg = np.mean([r["per_user"]["ndcg@10"] for r in ref], 0) if ref else None
     head = f"| method | seeds | HR@10 | NDCG@10 | MRR@10 | ΔNDCG@10 vs {base} (paired, 95% CI) | s/epoch | epochs | wall s | peak MB |"
     rule = "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-    in_tail = None
-    if tail is not None:
-        any_run = next(r for rs in results.values() for r in rs)
-        if "target_train_events" not in any_run["per_user"]:
-            raise SystemExit("--tail: these results lack target_train_events (rerun them with this bench/train.py)")
-        in_tail = any_run["per_user"]["target_train_events"] <= tail  # the same test users for every run
-        head += (f" tail≤{tail} users | HR@10 tail | NDCG@10 tail | ΔNDCG@10 tail vs {base} (paired, 95% CI) |")
+    any_run = next(r for rs in results.values() for r in rs)
+    slices = []
+    for (name, column, title), k in zip(SLICES, (tail, short)):
+        if k is None:
+            continue
+        if column not in any_run["per_user"]:
+            raise SystemExit(f"--{name}: these results lack {column} (rerun them with this bench/train.py)")
+        slices.append(any_run["per_user"][column] <= k)  # the same test users for every run
+        label = "tail" if name == "tail" else "short"
+        head += f" {title.format(k=k)} | HR@10 {label} | NDCG@10 {label} | ΔNDCG@10 {label} vs {base} (paired, 95% CI) |"
         rule += " --- | --- | --- | --- |"
     lines = [head, rule]
     for method, rs in results.items():
         cells = [_ms([r["test"][f"{m}@10"] for r in rs]) for m in ("hr", "ndcg", "mrr")]
-        delta = "-"
-        if ref_ndcg is not None and method != base:
-            d = np.mean([r["per_user"]["ndcg@10"] for r in rs], 0) - ref_ndcg
-            delta = _paired(d)
+        mean_ndcg = np.mean([r["per_user"]["ndcg@10"] for r in rs], 0)
+        delta = _paired(mean_ndcg - ref_ndcg) if ref_ndcg is not None and method != base else "-"
         line = (f"| {method} | {len(rs)} | {cells[0]} | {cells[1]} | {cells[2]} | {delta} | "
                 f"{statistics.median(r['sec_per_epoch'] for r in rs):.2f} | "
                 f"{statistics.median(r['epochs'] for r in rs):.0f} | {statistics.median(r['wall_seconds'] for r in rs):.0f} | "
                 f"{max(r['peak_rss_mb'] for r in rs):.0f} |")
-        if in_tail is not None:
-            slice_cells = [_ms([float(r["per_user"][f"{m}@10"][in_tail].mean()) if in_tail.any() else float("nan")
+        for mask in slices:
+            slice_cells = [_ms([float(r["per_user"][f"{m}@10"][mask].mean()) if mask.any() else float("nan")
                                 for r in rs]) for m in ("hr", "ndcg")]
-            tail_delta = "-"
-            if ref_ndcg is not None and method != base:
-                tail_delta = _paired(np.mean([r["per_user"]["ndcg@10"] for r in rs], 0)[in_tail] - ref_ndcg[in_tail])
-            line += f" {int(in_tail.sum())} | {slice_cells[0]} | {slice_cells[1]} | {tail_delta} |"
+            d = _paired(mean_ndcg[mask] - ref_ndcg[mask]) if ref_ndcg is not None and method != base else "-"
+            line += f" {int(mask.sum())} | {slice_cells[0]} | {slice_cells[1]} | {d} |"
         lines.append(line)
     return "\n".join(lines)
 

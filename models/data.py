@@ -33,6 +33,9 @@ class SideData(Protocol):
     def user_item_edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The user-item graph: user_idx, item_idx and event count of every (user, item) pair."""
 
+    def social_edges(self) -> tuple[np.ndarray, np.ndarray]:
+        """The social graph: user_idx and friend_idx of every edge (the user befriends or follows the friend)."""
+
     def event_types(self) -> tuple[np.ndarray, np.ndarray, "pa.Array"]:
         """Every user's event types in the sequences' order: user_idx [U], events per user [U], and
         the types of all events, user after user (strings)."""

@@ -27,13 +27,14 @@ from models.multimodal import TextSASRec
 from models.multitask import MMoE
 from models.rnn import LSTM, GRU4Rec
 from models.skipgram import Item2Vec
+from models.social import SocialSASRec
 from models.transformer import BERT4Rec, SASRec
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 METHODS: dict[str, type[SequenceModel]] = {
     m.name: m for m in (MostPopular, Markov, GRU4Rec, LSTM, SASRec, BERT4Rec, SRGNN, GCSAN, LightGCN, Item2Vec,
-                        TextSASRec, SASRecGAN, MMoE, MixedSASRec, EMCDR)}
+                        TextSASRec, SASRecGAN, MMoE, MixedSASRec, EMCDR, SocialSASRec)}
 #: Family of each method, for listings (``seqrep methods``): ``cls.family``.
 FAMILIES: dict[str, str] = {name: cls.family for name, cls in METHODS.items()}
 #: Default-config files of methods registered from outside the package (``register``).

@@ -267,26 +267,39 @@ methods:
                  "--warehouse", str(wh)]) == 0
 
 
-def test_gcsan_and_item2vec_run_in_the_nightly_method_groups(airflow_home, slice_logs, spark, tmp_path, monkeypatch):
-    """Issue 21's methods as nightly methods (``nightly.methods: [gcsan, item2vec]``): each one's
-    group (train, evaluate, regression gate, infer, embeddings gate, publish) succeeds in
-    ``dag.test()`` on the slice's first day, the ETL's tasks marked done after the same ETL ran in
-    this process; the published tables then answer queries."""
+def test_issue_21_methods_run_in_the_nightly_method_groups(airflow_home, slice_logs, spark, tmp_path, monkeypatch):
+    """Issue 21's methods as nightly methods (``nightly.methods: [gcsan, item2vec, sasrec_social]``,
+    the social graph from a nightly ``ingest.social`` file: each of the day's users befriends the
+    next): each one's group (train, evaluate, regression gate, infer, embeddings gate, publish)
+    succeeds in ``dag.test()`` on the slice's first day, the ETL's tasks marked done after the
+    same ETL ran in this process; the published tables then answer queries."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from pipelines.serving.query import Query
 
+    users = sorted(set(pq.read_table(slice_logs / f"dt={DAYS[0]}").column("user_id").to_pylist()))
+    social = tmp_path / "social" / f"dt={DAYS[0]}"
+    social.mkdir(parents=True)
+    pq.write_table(pa.table({"user_id": users, "friend_id": users[1:] + users[:1]}), social / "part-0.parquet")
+    methods = ("gcsan", "item2vec", "sasrec_social")
     config = tmp_path / "new-methods.yaml"
     config.write_text(CONFIG.format(logs=slice_logs, extra_nightly="", extra_train="")
-                      .replace("methods: [sasrec]", "methods: [gcsan, item2vec]")
+                      .replace("  columns:", f"  social: {tmp_path / 'social'}/dt={{date}}\n  columns:")
+                      .replace("methods: [sasrec]", f"methods: [{', '.join(methods)}]")
                       + "  gcsan: {model: {dim: 16, max_len: 20}, train: {epochs: 2, batch_size: 128}}\n"
-                      + "  item2vec: {model: {dim: 16, iterations: 2}}\n")
+                      + "  item2vec: {model: {dim: 16, iterations: 2}}\n"
+                      + "  sasrec_social: {model: {dim: 16, max_len: 20, num_layers: 1, num_heads: 1}, train: {epochs: 2}}\n")
     wh = tmp_path / "wh"
     etl_in_process(spark, config, wh, DAYS[0])
+    graph = json.loads((wh / f"_manifests/stage=graphs/dt={DAYS[0]}.json").read_text())["social"]
+    assert graph["edges"] == len(users) and graph["rows_quarantined"] == 0
     monkeypatch.setenv("SEQREP_CONFIG", str(config))
     run = run_day(_dag(), DAYS[0], wh, config, etl_done=True)
     states = _states(run)
     assert str(run.state).endswith("success"), states
     steps = ("train", "evaluate", "regression_gate", "infer", "gate_embeddings", "publish")
-    for method in ("gcsan", "item2vec"):
+    for method in methods:
         assert {s: states[f"{method}.{s}"] for s in steps} == dict.fromkeys(steps, "success"), states
         record = json.loads((wh / f"_manifests/stage=publish/model={method}/dt={DAYS[0]}.json").read_text())
         assert record["users"] > 0 and record["items"] > 0

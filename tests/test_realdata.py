@@ -152,6 +152,12 @@ def test_lastfm_plays_tags_and_metadata(spark, lastfm):
     assert any(any("\u0400" <= ch <= "\u04ff" for ch in (r.title or "")) for r in items.values()), "Cyrillic names intact"
     tagged = [r for r in items.values() if r.tags]
     assert len(tagged) == 12_523 and all(len(r.tags) <= 20 for r in tagged)
+    # user_friends.dat: 25,434 lines, every relation listed both ways, all between users with events.
+    social = spark.read.parquet(str(lastfm.table("graphs/social")))
+    assert social.count() == 25_434 and social.where("user_idx = friend_idx").count() == 0
+    assert social.join(social.selectExpr("friend_idx AS user_idx", "user_idx AS friend_idx"),
+                       ["user_idx", "friend_idx"]).count() == 25_434, "symmetric"
+    assert lastfm.read_manifest("ingest", "source=lastfm")["social"]["rows_out"] == 25_434
 
 
 @pytest.fixture(scope="module")

@@ -65,6 +65,11 @@ class IngestConfig(_Section):
     event_type_map: dict[str, str] = Field(default_factory=dict)
     #: Sources without clocks (Amazon pairs, Last.fm plays) get ts = this date + file order in ms.
     synthetic_base_date: date = date(2014, 1, 1)
+    #: User-user edges Parquet (who befriends or follows whom), for the parquet adapter; ``{date}``
+    #: is filled in as for ``input``. Columns by ``social_columns``: user_id, friend_id, optional ts.
+    social: str | None = None
+    #: Canonical social column -> the social file's column (user_id, friend_id, ts).
+    social_columns: dict[str, str] = Field(default_factory=dict)
 
 
 class CleanConfig(_Section):

@@ -115,6 +115,24 @@ USER_ITEM = _schema(
     ("last_ts", TimestampType(), False),
     ("dt", DateType(), False),
 )
+#: A user-user edge as ingested (``raw/social``): the user befriends or follows the friend.
+RAW_SOCIAL = _schema(
+    ("user_id", StringType(), True),
+    ("friend_id", StringType(), True),
+    ("ts", TimestampType(), True),
+    ("source_file", StringType(), True),
+    ("raw", StringType(), True),
+    ("dt", DateType(), False),
+)
+QUARANTINE_SOCIAL = StructType([*RAW_SOCIAL.fields[:-1], StructField("reason", StringType(), False),
+                                RAW_SOCIAL.fields[-1]])
+#: A user-user edge of the graph (``graphs/social``), on the day it was first seen.
+SOCIAL_EDGE = _schema(
+    ("user_idx", IntegerType(), False),
+    ("friend_idx", IntegerType(), False),
+    ("first_ts", TimestampType(), False),
+    ("dt", DateType(), False),
+)
 
 # Cross-domain tables of one pair (``pipelines/etl/cross_domain.py``), ``cross_domain/<table>/pair=P/dt=D``.
 CROSS_DOMAIN_USER = _schema(

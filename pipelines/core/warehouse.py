@@ -7,6 +7,7 @@ folder staged by Spark), so readers see an old version or a new one, never a mix
 ::
 
     raw/events/source=S/dt=D        canonical events as ingested
+    raw/social/source=S/dt=D        user-user edges (friends, follows) as ingested, by the day they were seen
     items/source=S                  item metadata (title, category, tags, text), keyed by (domain, item_id)
     quarantine/ingest/source=S      rows an adapter could not place on a day (no usable timestamp)
     clean/events/dt=D               events that passed every rule
@@ -16,6 +17,8 @@ folder staged by Spark), so readers see an old version or a new one, never a mix
     sequences/dt=D                  per-user history as of D (bounded), one row per user
     splits/dt=D                     leave-one-out and temporal evaluation targets as of D
     graphs/<table>/dt=D             edge lists and node tables of the day
+    graphs/social/dt=D              user-user edges first seen on D (vocabulary indexes)
+    quarantine/social/dt=D          raw social rows of D no edge could be made of, with a ``reason``
     cross_domain/<table>/pair=P/dt=D   a cross-domain pair's users (roles), mixed sequences, splits
     models/<method>/<version>/      trained weights (safetensors), config.json, epochs.jsonl
     metrics/method=M/dt=D/<v>.parquet   full-ranking metrics of a model version
@@ -60,6 +63,7 @@ if TYPE_CHECKING:
 
 # -- table names (relative to the warehouse root) -----------------------------------------------
 RAW_EVENTS = "raw/events"
+RAW_SOCIAL = "raw/social"
 ITEMS = "items"
 QUARANTINE_INGEST = "quarantine/ingest"
 CLEAN_EVENTS = "clean/events"
@@ -73,6 +77,8 @@ ITEM_TRANSITIONS = "graphs/item_transitions"
 USER_ITEM = "graphs/user_item"
 ITEM_NODES = "graphs/item_nodes"
 USER_NODES = "graphs/user_nodes"
+SOCIAL = "graphs/social"
+QUARANTINE_SOCIAL = "quarantine/social"
 CROSS_DOMAIN_USERS = "cross_domain/users"
 CROSS_DOMAIN_SEQUENCES = "cross_domain/sequences"
 CROSS_DOMAIN_SPLITS = "cross_domain/splits"
@@ -210,8 +216,9 @@ class Warehouse:
         tables = [f"{RAW_EVENTS}/source={s}" for s in self.raw_sources()]
         return sorted(str(self.partition(t, d)) for d in days for t in tables if self.has_partition(t, d))
 
-    def raw_sources(self) -> list[str]:
-        bases = [self.table(RAW_EVENTS)] + ([self.run.mirror(self.table(RAW_EVENTS))] if self.run else [])
+    def raw_sources(self, table: str = RAW_EVENTS) -> list[str]:
+        """The sources with a folder under ``table`` (``raw/events``, or ``raw/social``)."""
+        bases = [self.table(table)] + ([self.run.mirror(self.table(table))] if self.run else [])
         return sorted({p.name[7:] for base in bases for p in base.glob("source=*") if p.is_dir()})
 
     def partition_files(self, table: str, d: date) -> list[Path]:

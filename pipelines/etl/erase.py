@@ -8,6 +8,8 @@ writer (``write_daily``: staged, then swapped in by the run's commit):
   ``quarantine/events``, ``sessions``, ``sequences``, and a cross-domain pair's ``users``,
   ``sequences`` and ``splits`` (by ``user_id``, ``source_user_id`` or ``target_user_id``);
 - rows keyed by the user's index: ``splits``;
+- the user's social edges, as user or as friend: ``raw/social`` (every source) and
+  ``quarantine/social`` by id, ``graphs/social`` by index (other users' edges stay as they were);
 - ``vocab/users``: the user's row becomes a tombstone (``user_id = "~erased:<index>"``), so every
   other index stays what it was and the vocabulary stays append-only;
 - the graphs of every day the user had sessions on are computed again by the graphs stage from
@@ -118,6 +120,7 @@ def erase(spark: "SparkSession", cfg: Config, stored_ids: list[str], wh: Warehou
     if idx:
         stats[layout.SPLITS] = _rewrite(spark, wh, layout.SPLITS, F.col("user_idx").isin(list(idx)), out, raw_days)
         stats[layout.VOCAB_USERS] = _tombstone(spark, wh, idx, out)
+    _erase_social(spark, wh, ids, list(idx), out)
     for pair in cfg.cross_domain.pairs:
         for base in (layout.CROSS_DOMAIN_USERS, layout.CROSS_DOMAIN_SEQUENCES, layout.CROSS_DOMAIN_SPLITS):
             table = pair_table(base, pair.name)
@@ -131,6 +134,18 @@ def erase(spark: "SparkSession", cfg: Config, stored_ids: list[str], wh: Warehou
     _ingest_quarantine(spark, wh, ids, out)
     _update_manifests(wh, out, stats, request)
     return out
+
+
+def _erase_social(spark: "SparkSession", wh: Warehouse, ids: list[str], idx: list[int], out: Erased) -> None:
+    """The users' social edges, on either end (by id in the raw and quarantined rows, by index in the graph)."""
+    from pyspark.sql import functions as F
+
+    either = ("user_id", "friend_id")
+    for source in wh.raw_sources(layout.RAW_SOCIAL):
+        _rewrite(spark, wh, f"{layout.RAW_SOCIAL}/source={source}", _any_in(either, ids), out)
+    _rewrite(spark, wh, layout.QUARANTINE_SOCIAL, _any_in(either, ids), out)
+    if idx:
+        _rewrite(spark, wh, layout.SOCIAL, F.col("user_idx").isin(idx) | F.col("friend_idx").isin(idx), out)
 
 
 def _any_in(cols: tuple[str, ...], ids: list[str]) -> "Column":

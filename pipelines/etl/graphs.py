@@ -7,6 +7,8 @@
 - ``graphs/user_item/dt=D``: (user_idx, item_idx) with count, weight, first and last time on D.
 - ``graphs/item_nodes/dt=D``: item_idx, domain, item_id, events, users, out- and in-degree on D.
 - ``graphs/user_nodes/dt=D``: user_idx, user_id, events, items, sessions on D.
+- ``graphs/social/dt=D``: user-user edges first seen on D, when a source ingested any
+  (``pipelines/etl/social.py``).
 
 Counts and weights are additive, so the graph as of D is the sum over days up to D
 (``sql/graph_asof.sql``). Node ids are vocabulary indexes (``vocab/items``, ``vocab/users``).
@@ -22,6 +24,7 @@ from pipelines.core.config import Config
 from pipelines.core.runs import transaction
 from pipelines.core.sqlfiles import spark_sql
 from pipelines.core.warehouse import Warehouse
+from pipelines.etl import social
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -97,13 +100,14 @@ def _write(spark: "SparkSession", cfg: Config, days: list[date], wh: Warehouse) 
     wh.require_partitions(layout.SESSIONS, days, who="graphs", hint="run sessionize first")
     sessions = read_partitions(spark, wh, layout.SESSIONS, days)
     rows_in = {r["dt"]: int(r["count"]) for r in sessions.groupBy("dt").count().collect()}
-    tables, cached = build_graphs(sessions, _vocab(spark, wh, layout.VOCAB_ITEMS, days[-1]),
-                                  _vocab(spark, wh, layout.VOCAB_USERS, days[-1]), cfg)
+    users = _vocab(spark, wh, layout.VOCAB_USERS, days[-1])
+    tables, cached = build_graphs(sessions, _vocab(spark, wh, layout.VOCAB_ITEMS, days[-1]), users, cfg)
     try:
         stats = {name: write_daily(df, wh, name, days) for name, df in tables.items()}
     finally:
         for df in cached:
             df.unpersist()
+    friends = social.write(spark, wh, days, users) if social.has_social(wh) else {}
     for d in days:
         wh.write_stage_manifest(
             "graphs", d, rows_in=rows_in.get(d, 0), rows_out=int(stats[layout.ITEM_TRANSITIONS][d]["rows"]),
@@ -111,4 +115,5 @@ def _write(spark: "SparkSession", cfg: Config, days: list[date], wh: Warehouse) 
             config=cfg.graphs,
             edges={"item_transitions": int(stats[layout.ITEM_TRANSITIONS][d]["rows"]),
                    "user_item": int(stats[layout.USER_ITEM][d]["rows"])},
+            **({"social": friends[d]} if friends else {}),
         )

@@ -10,7 +10,11 @@ source. :func:`run` then:
   rows whose time is off, or unparseable, are kept and quarantined by clean with a reason;
 - without ``date`` (a bulk import of a public dataset), partitions rows by the UTC day of ``ts``;
   rows without a usable time cannot be placed on a day and go to ``quarantine/ingest``;
-- writes item metadata to ``items/source=S`` and a manifest: rows in = rows written + quarantined.
+- writes item metadata to ``items/source=S`` and a manifest: rows in = rows written + quarantined;
+- writes the source's user-user edges, if it has any, to ``raw/social/source=S/dt=D`` by the same
+  rule (the day of the run, or of the edge's time; an edge without a usable time in a bulk import
+  goes to ``quarantine/ingest``), pseudonymized on both ends, with their own counts in the
+  manifest (``social``). The graphs stage makes ``graphs/social`` of them.
 
 With ``privacy.pseudonymize`` on, the user ids (and a source's own event and session ids) are
 replaced by their pseudonyms before anything is written (``pipelines/etl/privacy.py``), and the
@@ -68,6 +72,8 @@ def run(
     path = Path(str(raw_input).replace("{date}", day.isoformat() if day else "{date}")).expanduser()
     if domain:
         icfg = icfg.model_copy(update={"domain": domain})
+    if icfg.social and day is not None:
+        icfg = icfg.model_copy(update={"social": icfg.social.replace("{date}", day.isoformat())})
     label = name or icfg.name or source
     with transaction(Warehouse(cfg.warehouse), "etl") as wh:
         key = pseudonym_key(wh, cfg, day)
@@ -104,18 +110,21 @@ def pseudonym_key(wh: Warehouse, cfg: Config, day: date | None) -> bytes | None:
     return key
 
 
-def drop_erased(events: "DataFrame", wh: Warehouse, by: str | None = None) -> tuple["DataFrame", dict]:
-    """The events without those of users erased from the warehouse (``seqrep forget``), and how
-    many there were, per value of the column ``by`` (all under ``None`` without it; an empty dict
-    when nobody is erased): an erased user's new events never land."""
+def drop_erased(events: "DataFrame", wh: Warehouse, by: str | None = None,
+                columns: tuple[str, ...] = ("user_id",)) -> tuple["DataFrame", dict]:
+    """The rows without those of users erased from the warehouse (``seqrep forget``) in any of
+    ``columns``, and how many there were, per value of the column ``by`` (all under ``None``
+    without it; an empty dict when nobody is erased): an erased user's new events never land."""
     from pyspark.sql import functions as F
 
     hashes = privacy.erased_hashes(wh.root)
     if not hashes:
         return events, {}
-    # privacy.id_hash, in Spark: sha256 of the prefix and the stored id, as hex.
-    hashed = F.sha2(F.concat(F.lit(privacy.ERASED_PREFIX), F.col("user_id")), 256)
-    gone = F.coalesce(hashed.isin(sorted(hashes)), F.lit(False))
+    gone = F.lit(False)
+    for c in columns:
+        # privacy.id_hash, in Spark: sha256 of the prefix and the stored id, as hex.
+        hashed = F.sha2(F.concat(F.lit(privacy.ERASED_PREFIX), F.col(c)), 256)
+        gone = gone | F.coalesce(hashed.isin(sorted(hashes)), F.lit(False))
     erased = events.where(gone)
     counts = {None: erased.count()} if by is None else {r[0]: int(r[1]) for r in erased.groupBy(by).count().collect()}
     return events.where(~gone), counts
@@ -150,9 +159,22 @@ def _unreadable_file(files: list[Path]) -> InputError | None:
     return None
 
 
+def _dated(rows: "DataFrame", day: date | None) -> tuple["DataFrame", "DataFrame | None"]:
+    """(rows with their day ``dt``, rows no day can be given as quarantine rows): a nightly ingest
+    puts every row on its day (clean judges the time); a bulk import uses the UTC day of ``ts``."""
+    from pyspark.sql import functions as F
+
+    if day is not None:
+        return rows.withColumn("dt", F.lit(day)), None
+    rows = rows.withColumn("dt", F.to_date(F.col("ts")))
+    reason = F.concat(F.lit("unparseable_ts: "), F.coalesce(F.col("parse_error"), F.lit("no time")))
+    return (rows.where(F.col("dt").isNotNull()),
+            rows.where(F.col("dt").isNull()).select("source_file", "raw", reason.alias("reason")))
+
+
 def _write(spark: "SparkSession", wh: Warehouse, parsed, source: str, label: str, path: Path,
            day: date | None, key: bytes | None) -> dict[str, Any]:
-    """Write a parsed input as raw events (and items) in the run of ``wh``; returns the manifest."""
+    """Write a parsed input as raw events (and items, social edges) in the run of ``wh``; returns the manifest."""
     from pyspark.sql import functions as F
 
     from pipelines.core.schema import EVENT_COLUMNS
@@ -163,16 +185,11 @@ def _write(spark: "SparkSession", wh: Warehouse, parsed, source: str, label: str
     ev, erased = drop_erased(ev, wh)
     n_erased = sum(erased.values())
     ev = ev.withColumn("event_id", F.coalesce(F.col("event_id"), event_id_column()))
-    if day is not None:
-        # Nightly path: every row of the day's log lands in that day; clean judges its time.
-        dated, n_undated = ev.withColumn("dt", F.lit(day)), 0
-    else:
-        # Bulk import: the day comes from the time; rows without a usable time go to quarantine.
-        ev = ev.withColumn("dt", F.to_date(F.col("ts")))
-        reason = F.concat(F.lit("unparseable_ts: "), F.coalesce(F.col("parse_error"), F.lit("no time")))
-        undated = ev.where(F.col("dt").isNull()).select("source_file", "raw", reason.alias("reason"))
-        n_undated = write_table(undated, wh, f"{layout.QUARANTINE_INGEST}/source={label}")
-        dated = ev.where(F.col("dt").isNotNull())
+    dated, undated = _dated(ev, day)
+    social = _social(wh, parsed.social, day, key) if parsed.social is not None else None
+    if social is not None and social["undated"] is not None:
+        undated = social["undated"] if undated is None else undated.unionByName(social["undated"])
+    n_undated = write_table(undated, wh, f"{layout.QUARANTINE_INGEST}/source={label}") if undated is not None else 0
     dated = dated.select(*EVENT_COLUMNS[:-1], "parse_error", "dt")
     stats = write_daily(dated, wh, f"{layout.RAW_EVENTS}/source={label}", [day] if day else None)
     n_items = write_table(parsed.items, wh, f"{layout.ITEMS}/source={label}") if parsed.items is not None else 0
@@ -187,4 +204,44 @@ def _write(spark: "SparkSession", wh: Warehouse, parsed, source: str, label: str
         "input_files": file_fingerprints(parsed.files), "code_version": code_version(),
         "run": wh.run.id if wh.run is not None else None,
     }
+    if social is not None:
+        manifest.update(_social_write(wh, social, label, day, manifest))
     return manifest
+
+
+def _social(wh: Warehouse, rows: "DataFrame", day: date | None, key: bytes | None) -> dict[str, Any]:
+    """A source's social edges pseudonymized on both ends (``key``), without erased users on
+    either end, placed on days (``_dated``); the counts of the rows set aside."""
+    from pyspark.sql import functions as F
+
+    from pipelines.etl.privacy import pseudonym_column
+
+    if key is not None:
+        rows = rows.select(pseudonym_column(F.col("user_id"), key).alias("user_id"),
+                           pseudonym_column(F.col("friend_id"), key).alias("friend_id"),
+                           "ts", "parse_error", F.lit(None).cast("string").alias("raw"), "source_file")
+    rows, erased = drop_erased(rows, wh, columns=("user_id", "friend_id"))
+    dated, undated = _dated(rows, day)
+    # Counted apart: the quarantine/ingest write holds the events' undated rows too.
+    return {"dated": dated, "undated": undated, "erased": sum(erased.values()),
+            "quarantined": undated.count() if undated is not None else 0}
+
+
+def _social_write(wh: Warehouse, social: dict[str, Any], label: str, day: date | None,
+                  manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write ``raw/social/source=label``; the manifest entries of the social edges (the events'
+    quarantine count is the table's less the social rows)."""
+    from pipelines.core.schema import RAW_SOCIAL
+    from pipelines.etl.spark import write_daily
+
+    cols = [f.name for f in RAW_SOCIAL.fields]
+    stats = write_daily(social["dated"].select(*cols), wh, f"{layout.RAW_SOCIAL}/source={label}", [day] if day else None)
+    out = sum(int(s["rows"]) for s in stats.values())
+    q = social["quarantined"]
+    events_q = manifest["rows_quarantined"] - q
+    return {
+        "rows_in": manifest["rows_in"] - q, "rows_quarantined": events_q,
+        "quarantine_by_reason": {"unparseable_ts": events_q} if events_q else {},
+        "social": {"rows_in": out + q + social["erased"], "rows_out": out, "rows_quarantined": q,
+                   "rows_erased": social["erased"], "days": {d.isoformat(): s for d, s in stats.items()}},
+    }

@@ -1,5 +1,6 @@
 """Gate ``graphs``: counts >= 1, weights > 0, node ids inside the vocabularies, no self-loops
-(when configured), first time <= last time of every user-item edge."""
+(when configured), first time <= last time of every user-item edge; on the social graph (when
+the warehouse has one), both ends in the user vocabulary, no self-loops and each edge once."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pipelines.core import warehouse as layout
 from pipelines.core.config import Config
 from pipelines.core.warehouse import Warehouse
 from pipelines.gates.check import CRITICAL, Frame
-from pipelines.gates.expect import columns, read_table, vocab_max
+from pipelines.etl.social import has_social
+from pipelines.gates.expect import columns, read_table, unique, vocab_max
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -33,10 +35,29 @@ def frames(spark: "SparkSession", cfg: Config, days: list[date], wh: Warehouse) 
                     in_vocab("src_idx", items_max), in_vocab("dst_idx", items_max)]
     if cfg.graphs.drop_self_loops:
         trans_checks.append((gxe.ExpectColumnValuesToBeInSet(column="self_loop", value_set=[False]), CRITICAL))
+    social = _social(spark, wh, days, users_max) if has_social(wh) else []
     return [
+        *social,
         Frame(layout.ITEM_TRANSITIONS, trans, trans_checks),
         Frame(layout.USER_ITEM, ui, [*columns(USER_ITEM), positive("count"), positive("weight"),
                                      in_vocab("user_idx", users_max), in_vocab("item_idx", items_max),
                                      (gxe.ExpectColumnPairValuesAToBeGreaterThanB(
                                          column_A="last_ts", column_B="first_ts", or_equal=True), CRITICAL)]),
+    ]
+
+
+def _social(spark: "SparkSession", wh: Warehouse, days: list[date], users_max: int) -> list[Frame]:
+    """The social graph's frames: its edges, and their (user, friend) keys (an edge is new on one day only)."""
+    from great_expectations import expectations as gxe
+    from pyspark.sql import functions as F
+
+    from pipelines.core.schema import SOCIAL_EDGE
+
+    edges = read_table(spark, wh, layout.SOCIAL, days).withColumn("self_loop", F.col("user_idx") == F.col("friend_idx"))
+    in_vocab = [(gxe.ExpectColumnValuesToBeBetween(column=c, min_value=1, max_value=users_max), CRITICAL)
+                for c in ("user_idx", "friend_idx")]
+    return [
+        Frame(layout.SOCIAL, edges, [*columns(SOCIAL_EDGE, extra=("self_loop",)), *in_vocab,
+                                     (gxe.ExpectColumnValuesToBeInSet(column="self_loop", value_set=[False]), CRITICAL)]),
+        unique(f"{layout.SOCIAL} edges", edges.select(F.concat_ws(":", "user_idx", "friend_idx").alias("edge")), "edge"),
     ]

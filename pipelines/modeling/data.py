@@ -241,6 +241,16 @@ class WarehouseSide:
         return (edges["user_idx"].astype(np.int64), edges["item_idx"].astype(np.int64),
                 edges["count"].astype(np.int64))
 
+    def social_edges(self) -> tuple[np.ndarray, np.ndarray]:
+        """``graphs/social`` as of the day (``sql/social_asof.sql``): user_idx, friend_idx."""
+        wh = Warehouse(self.root)
+        wh.require_upto(layout.SOCIAL, self.day, who="the social graph", error=DataError,
+                        hint="the source has no social edges: Last.fm's user_friends.dat, or ingest.social "
+                             "for the parquet adapter, then `seqrep etl`")
+        with connect(wh, {"social": layout.SOCIAL}) as con:
+            edges = con.sql(duckdb_sql("social_asof"), params={"asof": self.day}).fetchnumpy()
+        return edges["user_idx"].astype(np.int64), edges["friend_idx"].astype(np.int64)
+
     def event_types(self) -> tuple[np.ndarray, np.ndarray, "pa.Array"]:
         """Each user's event types as of the day, in the sequences' order: user_idx [U], the number
         of events of each [U], and every event's type, user after user (a string array)."""

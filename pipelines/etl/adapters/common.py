@@ -28,6 +28,8 @@ class Parsed:
     items: "DataFrame | None"
     files: list[Path]
     notes: dict[str, Any] = field(default_factory=dict)
+    #: User-user edges (``to_social``): who befriends or follows whom; None when the source has none.
+    social: "DataFrame | None" = None
 
 
 Adapter = Callable[["SparkSession", Path, IngestConfig], Parsed]
@@ -132,6 +134,19 @@ def to_events(
         (session_hint if session_hint is not None else F.lit(None)).cast("string").alias("session_hint"),
         F.concat_ws("; ", *errors).alias("parse_error") if errors else F.lit("").alias("parse_error"),
         "raw", "source_file",
+    ).withColumn("parse_error", F.when(F.col("parse_error") != "", F.col("parse_error")))
+
+
+def to_social(df: "DataFrame", *, user: "Column", friend: "Column", ts: "Column",
+              errors: list["Column"] = ()) -> "DataFrame":
+    """Project an adapter's frame of user-user edges onto the parsed social columns: user_id,
+    friend_id, ts (null where unknown or unparseable, the reason in ``parse_error``), parse_error,
+    raw, source_file."""
+    from pyspark.sql import functions as F
+
+    return df.select(
+        user.cast("string").alias("user_id"), friend.cast("string").alias("friend_id"), ts.alias("ts"),
+        (F.concat_ws("; ", *errors) if errors else F.lit("")).alias("parse_error"), "raw", "source_file",
     ).withColumn("parse_error", F.when(F.col("parse_error") != "", F.col("parse_error")))
 
 

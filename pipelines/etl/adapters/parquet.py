@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from pipelines.core.config import IngestConfig
 from pipelines.core.errors import InputError
 from pipelines.core.warehouse import iter_files
-from pipelines.etl.adapters.common import Parsed, epoch_ts, input_files, number, to_events
+from pipelines.etl.adapters.common import Parsed, epoch_ts, input_files, number, to_events, to_social
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -39,7 +39,13 @@ def read(spark: "SparkSession", path: Path, cfg: IngestConfig) -> Parsed:
         items_path = Path(cfg.items).expanduser()
         items = _parquet_items(spark, input_files(items_path, "parquet items", (".parquet",)), cfg)
         files += list(iter_files(items_path, (".parquet",)))
-    return Parsed(events, items, files, {"columns": mapping, "ignored_columns": sorted(seen - set(mapping.values()))})
+    social = None
+    if cfg.social:
+        social_files = input_files(Path(cfg.social).expanduser(), "parquet social", PARQUET_SUFFIXES)
+        social = _parquet_social(spark, social_files, cfg)
+        files += social_files
+    return Parsed(events, items, files, {"columns": mapping, "ignored_columns": sorted(seen - set(mapping.values()))},
+                  social)
 
 
 def map_events(df: "DataFrame", types: dict[str, Any], cfg: IngestConfig) -> "DataFrame":
@@ -145,6 +151,36 @@ def _check_parquet_files(files: list[Path], needed: dict[str, str]) -> tuple[dic
                     "cast it to one type in the source")
             types.setdefault(col, (t, f))
     return {c: t for c, (t, _) in types.items()}, seen
+
+
+#: Canonical columns of a social file: required, then optional.
+SOCIAL_REQUIRED = ("user_id", "friend_id")
+SOCIAL_OPTIONAL = ("ts",)
+
+
+def _parquet_social(spark: "SparkSession", files: list[Path], cfg: IngestConfig) -> "DataFrame":
+    """User-user edges Parquet (``ingest.social``): user_id and friend_id, and optionally ts (typed
+    as the events' ``ts``; without it an edge has no time, which a nightly ingest reads as its day)."""
+    from pyspark.sql import functions as F
+
+    unknown = set(cfg.social_columns) - {*SOCIAL_REQUIRED, *SOCIAL_OPTIONAL}
+    if unknown:
+        raise InputError(f"parquet social: ingest.social_columns maps unknown canonical names {sorted(unknown)}; "
+                         f"known: {[*SOCIAL_REQUIRED, *SOCIAL_OPTIONAL]}")
+    name = {c: cfg.social_columns.get(c, c) for c in (*SOCIAL_REQUIRED, *SOCIAL_OPTIONAL)}
+    needed = {c: name[c] for c in SOCIAL_REQUIRED}
+    if "ts" in cfg.social_columns:
+        needed["ts"] = name["ts"]
+    types, _ = _check_parquet_files(files, needed)
+    df = spark.read.parquet(*[str(f) for f in files]).withColumn("source_file", F.input_file_name())
+    df = df.withColumn("raw", F.to_json(F.struct(*[F.col(c) for c in dict.fromkeys(needed.values())])))
+    errors: list["Column"] = []
+    ts = F.lit(None).cast("timestamp")
+    if "ts" in needed:
+        ts, ts_err = _timestamp(F.col(needed["ts"]), types[needed["ts"]], needed["ts"], cfg)
+        errors.append(ts_err)
+    ids = {c: _text(F.col(needed[c]), types[needed[c]], c, errors) for c in SOCIAL_REQUIRED}
+    return to_social(df, user=ids["user_id"], friend=ids["friend_id"], ts=ts, errors=errors)
 
 
 #: Canonical columns of an item metadata file.
