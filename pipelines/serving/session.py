@@ -143,7 +143,10 @@ class SessionEncoder:
         from models.infer import encode_histories, published_users
 
         rows = [self.history(u) for u in user_ids]
-        events = [np.concatenate([h, np.asarray(f, np.int32)]) for (h, _), f in zip(rows, fresh)]
+        # The encoder reads the last max_len events of a history (``SequenceModel.histories``): only
+        # those are copied, so a heavy user's long stored or live history costs no more than anyone's.
+        n = self.model.params.max_len
+        events = [np.concatenate([h[-n:], np.asarray(f, np.int32)[-n:]])[-n:] for (h, _), f in zip(rows, fresh)]
         users = np.array([int(self.user_idx[r]) if r is not None else 0 for _, r in rows], np.int64)
         try:
             return published_users(self.model, encode_histories(self.model, events, users))
