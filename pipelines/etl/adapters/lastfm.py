@@ -51,7 +51,7 @@ def read(spark: "SparkSession", path: Path, cfg: IngestConfig) -> Parsed:
     notes = {"ts_synthetic": "plays only", "order": "plays: file order; tags: their day, ties by event_id",
              "base_date": cfg.synthetic_base_date.isoformat(),
              **({"social": "user_friends.dat: edges seen at the base date (no time in the file)"} if social else {})}
-    return Parsed(events, items, files, notes, social)
+    return Parsed(events, items, files, notes, social=social)
 
 
 def _friends(spark: "SparkSession", file: Path, cfg: IngestConfig) -> "DataFrame | None":

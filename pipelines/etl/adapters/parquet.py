@@ -45,7 +45,7 @@ def read(spark: "SparkSession", path: Path, cfg: IngestConfig) -> Parsed:
         social = _parquet_social(spark, social_files, cfg)
         files += social_files
     return Parsed(events, items, files, {"columns": mapping, "ignored_columns": sorted(seen - set(mapping.values()))},
-                  social)
+                  social=social)
 
 
 def map_events(df: "DataFrame", types: dict[str, Any], cfg: IngestConfig) -> "DataFrame":
