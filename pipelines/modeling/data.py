@@ -269,8 +269,7 @@ def _item_tables(warehouse: str | Path, day: date, who: str) -> Iterator[Any]:
     source, ``items/source=*``, by column name: a source without a column reads null there)."""
     wh = Warehouse(warehouse)
     wh.require_upto(layout.VOCAB_ITEMS, day, who=who, error=DataError)
-    sources = sorted(p for p in wh.table(layout.ITEMS).glob("source=*") if any(p.glob("*.parquet")))
-    if not sources:
+    if not any(any(p.glob("*.parquet")) for p in wh.table(layout.ITEMS).glob("source=*")):
         raise DataError(f"no item metadata in {wh.table(layout.ITEMS)} (items/source=S): the source's adapter "
                         f"wrote none, so there are no {who}")
     with connect(wh, {"vocab_items": layout.VOCAB_ITEMS}) as con:
