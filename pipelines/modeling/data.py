@@ -321,10 +321,10 @@ def item_vectors(warehouse: str | Path, day: date, n_items: int, column: str) ->
         if column not in {r[0] for r in con.execute("DESCRIBE items").fetchall()}:
             raise DataError(f"items/source=* has no vector column {column!r}: list it in ingest.item_vectors of the "
                             "source that has it and ingest again (each ingest manifest's item_vectors names its own)")
-        got = con.execute(f"""
+        got = con.sql(f"""
             SELECT v.item_idx, first(i.{column} ORDER BY i.source) FILTER (WHERE i.{column} IS NOT NULL) AS vec
             {_VOCAB_ITEMS_JOIN} GROUP BY v.item_idx HAVING vec IS NOT NULL ORDER BY v.item_idx""",
-                          [day, n_items]).to_arrow_table()
+                      params=[day, n_items]).to_arrow_table()
     import pyarrow.compute as pc
 
     vec = got.column("vec").combine_chunks()
