@@ -234,7 +234,7 @@ def item_content(side: SideData | None, n_items: int,
 
 
 class TextSASRec(SASRec):
-    """SASRec over item vectors fused from ID, text and vector columns (multimodal)."""
+    """SASRec over item vectors fused from ID embeddings, text and the items' vector columns."""
 
     name: ClassVar[str] = "sasrec_text"
     family: ClassVar[str] = "multimodal"
