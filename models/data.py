@@ -4,7 +4,7 @@
 stable across days; 0 is padding), user by user, in time order, with each user's training length
 and the evaluation splits. Whoever builds it (``pipelines/modeling/data.py`` reads the warehouse;
 tests build it in memory) may attach ``side``: a :class:`SideData` that answers what a method
-needs besides the sequences (a user-item graph, behaviors, item texts), asked for in the
+needs besides the sequences (a user-item graph, behaviors, item texts and vectors), asked for in the
 method's ``prepare``. This package never reads storage itself.
 
 Training never sees an evaluation target: a user trains on the events before their validation
@@ -42,6 +42,10 @@ class SideData(Protocol):
 
     def item_documents(self, n_items: int, fields: Sequence[str]) -> list[str]:
         """The text of items 0..n_items (metadata ``fields`` joined by spaces; "" without any)."""
+
+    def item_vectors(self, n_items: int, column: str) -> tuple[np.ndarray, np.ndarray]:
+        """The vector column ``column`` of items 0..n_items: float32 ``[n_items + 1, k]`` and a mask
+        ``[n_items + 1]`` (False, with a zero row, for padding and items without a vector)."""
 
 
 @dataclass

@@ -98,6 +98,8 @@ class TrainParams(BaseModel):
 
 #: TrainParams fields added after versions were named, with their defaults (``MethodConfig.version``).
 _LATER_TRAIN_DEFAULTS = {"valid_split": "valid"}
+#: The same for model parameters (``sasrec_text``'s vector modalities, ``models/multimodal.py``).
+_LATER_MODEL_DEFAULTS = {"modalities": ["text"], "vector_dims": {}}
 
 
 class MethodConfig(BaseModel):
@@ -117,7 +119,9 @@ class MethodConfig(BaseModel):
         # Settings added after versions were first named enter the hash only away from their
         # default, so a model trained before they existed keeps its version.
         later = {k for k, default in _LATER_TRAIN_DEFAULTS.items() if getattr(self.train, k) == default}
-        tree = {"method": self.method, "model": self.params().model_dump(),
+        model = self.params().model_dump()
+        model = {k: v for k, v in model.items() if _LATER_MODEL_DEFAULTS.get(k, object()) != v}
+        tree = {"method": self.method, "model": model,
                 "train": self.train.model_dump(exclude={"device", "threads", "eval_batch_size", "amp", *later})}
         blob = json.dumps({**tree, "scope": scope} if scope else tree, sort_keys=True)
         return f"{day}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"

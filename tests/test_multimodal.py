@@ -156,11 +156,11 @@ def test_fused_item_vectors_shapes_gate_and_padding(wh, fusion):
 def test_set_text_checks_shape_and_padding():
     model = text_model()
     with pytest.raises(ValueError, match="expects"):
-        model.item_emb.set_text(np.zeros((7, 5), np.float32), np.zeros(7, bool))
+        model.item_emb.set_content("text", np.zeros((7, 5), np.float32), np.zeros(7, bool))
     bad = np.zeros((7, 4), np.float32)
     bad[0, 0] = 1.0
     with pytest.raises(ValueError, match="padding"):
-        model.item_emb.set_text(bad, np.zeros(7, bool))
+        model.item_emb.set_content("text", bad, np.zeros(7, bool))
 
 
 def test_saved_model_carries_its_text_features(wh, tmp_path):

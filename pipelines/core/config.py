@@ -22,6 +22,11 @@ from pipelines.core.errors import ConfigError
 EVENT_TYPES: tuple[str, ...] = ("view", "click", "cart", "fav", "buy", "rate", "play", "tag")
 
 
+#: Columns of ``items/source=S`` besides the item vectors (``pipelines/core/schema.py:ITEM``, and
+#: the ``source`` partition).
+ITEM_METADATA_COLUMNS = ("domain", "item_id", "title", "category", "tags", "text", "image_url", "source")
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -56,6 +61,12 @@ class IngestConfig(_Section):
     #: Canonical item column -> the items file's column (item_id, domain, title, category), as
     #: ``columns`` does for the events: ``{item_id: movieId, title: name}``.
     item_columns: dict[str, str] = Field(default_factory=dict)
+    #: Vector columns of the items file (one fixed-size list of numbers per item, an encoder's
+    #: output: ``[image_vec, video_vec]``), kept in ``items/source=S`` under these names
+    #: (``item_columns`` may map a name to the file's own column). Ingest checks them: the column
+    #: is in every items file, each non-null vector has the same length and only finite numbers;
+    #: null vectors are allowed and counted in the manifest (``item_vectors``).
+    item_vectors: list[str] = Field(default_factory=list)
     #: Partition label under raw/events/source=...; defaults to the adapter name.
     name: str | None = None
     columns: dict[str, str] = Field(default_factory=dict)
@@ -70,6 +81,19 @@ class IngestConfig(_Section):
     social: str | None = None
     #: Canonical social column -> the social file's column (user_id, friend_id, ts).
     social_columns: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("item_vectors")
+    @classmethod
+    def _vector_names(cls, v: list[str]) -> list[str]:
+        # A vector's name becomes a column of items/source=S and part of a model's parameter
+        # names: a plain identifier, not one of the metadata columns.
+        for name in v:
+            if not re.fullmatch(r"[a-z_][a-z0-9_]{0,63}", name) or name in ITEM_METADATA_COLUMNS:
+                raise ValueError(f"item vector name {name!r}: lower-case letters, digits and _, not one of "
+                                 f"{list(ITEM_METADATA_COLUMNS)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"item_vectors lists a name twice: {v}")
+        return v
 
 
 class CleanConfig(_Section):
@@ -147,6 +171,13 @@ class SyntheticConfig(_Section):
     user_taste: float = Field(0.0, ge=0.0, le=1.0)
     #: Share of rows made bad on purpose (null ids, unknown types, duplicates, late arrivals).
     bad_row_rate: float = Field(0.002, ge=0.0, le=0.5)
+    #: Size of the items' ``image_vec`` column, a stand-in for an image encoder's output that
+    #: encodes the item's category: its category's random unit vector plus Gaussian noise
+    #: (``item_vector_noise``: the noise's expected norm; 1 = as large as the signal), null for a
+    #: share ``item_vector_missing`` of the items. 0: no vector column (the catalogue as before).
+    item_vector_dim: int = Field(0, ge=0, le=4096)
+    item_vector_noise: float = Field(1.0, ge=0.0)
+    item_vector_missing: float = Field(0.1, ge=0.0, le=1.0)
 
 
 #: The views of a cross-domain pair's data: the target's events, the source's, or both domains'.

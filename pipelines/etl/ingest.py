@@ -10,7 +10,9 @@ source. :func:`run` then:
   rows whose time is off, or unparseable, are kept and quarantined by clean with a reason;
 - without ``date`` (a bulk import of a public dataset), partitions rows by the UTC day of ``ts``;
   rows without a usable time cannot be placed on a day and go to ``quarantine/ingest``;
-- writes item metadata to ``items/source=S`` and a manifest: rows in = rows written + quarantined;
+- writes item metadata to ``items/source=S`` (with the vector columns of ``ingest.item_vectors``,
+  checked by the adapter: ``pipelines/etl/adapters/parquet.py:check_item_vectors``) and a
+  manifest: rows in = rows written + quarantined; per vector column its length and missing rows;
 - writes the source's user-user edges, if it has any, to ``raw/social/source=S/dt=D`` by the same
   rule (the day of the run, or of the edge's time; an edge without a usable time in a bulk import
   goes to ``quarantine/ingest``), pseudonymized on both ends, with their own counts in the
@@ -78,6 +80,10 @@ def run(
     with transaction(Warehouse(cfg.warehouse), "etl") as wh:
         key = pseudonym_key(wh, cfg, day)
         parsed = ADAPTERS[source](spark, path, icfg)
+        uncarried = [v for v in icfg.item_vectors if v not in parsed.item_vectors]
+        if uncarried:
+            raise InputError(f"{source}: ingest.item_vectors lists {uncarried}, but this input carries no item vectors "
+                             "(the parquet and synthetic sources read them from the items file of ingest.items)")
         try:
             manifest = _write(spark, wh, parsed, source, label, path, day, key)
         except Exception as exc:
@@ -200,6 +206,8 @@ def _write(spark: "SparkSession", wh: Warehouse, parsed, source: str, label: str
         "rows_erased": n_erased,
         "quarantine_by_reason": {"unparseable_ts": n_undated} if n_undated else {},
         "days": {d.isoformat(): s for d, s in stats.items()}, "items": n_items,
+        # per vector column: its length, the items files' rows, and those without a vector (null)
+        **({"item_vectors": parsed.item_vectors} if parsed.item_vectors else {}),
         "notes": {**parsed.notes, **({"privacy": PSEUDONYM_NOTE} if key is not None else {})},
         "input_files": file_fingerprints(parsed.files), "code_version": code_version(),
         "run": wh.run.id if wh.run is not None else None,

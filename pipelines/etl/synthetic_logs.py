@@ -9,7 +9,8 @@ realistic enough to test a pipeline:
 - users browse in sessions: a session stays mostly within one category, events inside it are
   seconds to minutes apart, and sessions are hours apart (so some cross midnight);
 - a view -> cart -> buy funnel (carts and buys follow views of the same item);
-- two domains with their own catalogue, item titles and categories as text; with
+- two domains with their own catalogue, item titles and categories as text (and, with
+  ``synthetic.item_vector_dim``, a vector per item that encodes its category with noise); with
   ``synthetic.user_taste``, users favour two category indices in every domain (a taste a
   cross-domain method can carry from one domain to the other);
 - a small share of bad rows on purpose: empty user ids, unknown actions, exact duplicate rows,
@@ -38,6 +39,8 @@ SYNTHETIC_COLUMNS = {
     "domain": "site",
     "value": "price",
 }
+#: The items' vector column with ``synthetic.item_vector_dim`` (list it in ``ingest.item_vectors``).
+SYNTHETIC_VECTOR_COLUMN = "image_vec"
 SYNTHETIC_EVENT_TYPES = {"page_view": "view", "add_to_cart": "cart", "wishlist": "fav", "purchase": "buy"}
 
 _ADJ = ["Red", "Quiet", "Lost", "Golden", "Hidden", "Broken", "Silent", "Bright", "Last", "Wild"]
@@ -62,6 +65,25 @@ def item_catalogue(cfg: SyntheticConfig) -> dict[str, np.ndarray]:
         "category": np.concatenate(cats), "title": np.concatenate(titles),
         "price": np.concatenate(prices),
     }
+
+
+def item_vectors(cfg: SyntheticConfig, category: np.ndarray) -> pa.Array:
+    """The items' ``image_vec`` (``synthetic.item_vector_dim`` > 0): a stand-in for an image
+    encoder's output that knows the item's category, noisily.
+
+        x_i = u_c(i) + noise * z_i / sqrt(k),   u_c uniform on the unit sphere, z_i ~ N(0, I_k)
+
+    so the noise's expected norm is ``noise`` against the signal's 1; a share ``item_vector_missing``
+    of the items has none (null). Drawn from a stream of their own: the rest of the logs do not
+    change with these settings."""
+    k = cfg.item_vector_dim
+    rng = np.random.default_rng([cfg.seed, 3])
+    names, code = np.unique(category, return_inverse=True)
+    centre = rng.standard_normal((len(names), k))
+    centre /= np.linalg.norm(centre, axis=1, keepdims=True)
+    x = (centre[code] + cfg.item_vector_noise * rng.standard_normal((len(code), k)) / np.sqrt(k)).astype(np.float32)
+    missing = rng.random(len(code)) < cfg.item_vector_missing
+    return pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), k, mask=pa.array(missing))
 
 
 def user_names(cfg: SyntheticConfig) -> np.ndarray:
@@ -233,5 +255,8 @@ def write_logs(cfg: SyntheticConfig, out: str | Path) -> list[Path]:
         files.append(path)
     # Item metadata beside the logs, in a folder the event reader skips (leading underscore).
     (out / "_items").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({k: pa.array(v) for k, v in catalogue.items()}), out / "_items" / "items.parquet")
+    items = pa.table({k: pa.array(v) for k, v in catalogue.items()})
+    if cfg.item_vector_dim:
+        items = items.append_column(SYNTHETIC_VECTOR_COLUMN, item_vectors(cfg, catalogue["category"]))
+    pq.write_table(items, out / "_items" / "items.parquet")
     return files

@@ -4,7 +4,7 @@
 every user's sequence as of the day (``sql/sequences_asof.sql``), the evaluation splits of a
 protocol (``sql/splits_asof.sql``) and the item vocabulary's size, into the flat arrays of
 ``models.data.SequenceData``. What a method needs besides the sequences (LightGCN's user-item
-graph, MMoE's behaviors, the item texts of the text-fused SASRec) it asks for in ``prepare``
+graph, MMoE's behaviors, the item texts and vectors of the fused SASRec) it asks for in ``prepare``
 through ``data.side``, a :class:`WarehouseSide` bound to the same warehouse and day: the models
 never see a path, a table or a line of SQL.
 
@@ -16,6 +16,7 @@ target (``train_len``); users without splits train on their whole history.
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -267,6 +268,33 @@ class WarehouseSide:
         """Documents of items ``0..n_items``, see :func:`item_documents`."""
         return item_documents(self.root, self.day, n_items, fields)
 
+    def item_vectors(self, n_items: int, column: str) -> tuple[np.ndarray, np.ndarray]:
+        """A vector column of items ``0..n_items`` and its mask, see :func:`item_vectors`."""
+        return item_vectors(self.root, self.day, n_items, column)
+
+
+@contextmanager
+def _item_tables(warehouse: str | Path, day: date, who: str) -> Iterator[Any]:
+    """A DuckDB connection with ``vocab_items`` (every day) and ``items`` (the metadata of every
+    source, ``items/source=*``, by column name: a source without a column reads null there)."""
+    wh = Warehouse(warehouse)
+    wh.require_upto(layout.VOCAB_ITEMS, day, who=who, error=DataError)
+    if not any(any(p.glob("*.parquet")) for p in wh.table(layout.ITEMS).glob("source=*")):
+        raise DataError(f"no item metadata in {wh.table(layout.ITEMS)} (items/source=S): the source's adapter "
+                        f"wrote none, so there are no {who}")
+    with connect(wh, {"vocab_items": layout.VOCAB_ITEMS}) as con:
+        glob = sql_literal(str(wh.table(layout.ITEMS) / "source=*" / "*.parquet"))
+        con.execute(f"CREATE VIEW items AS SELECT * FROM read_parquet({glob}, hive_partitioning = true, "
+                    "union_by_name = true)")
+        yield con
+
+
+#: The vocabulary as of a day (``?``: the day), joined to every source's item rows.
+_VOCAB_ITEMS_JOIN = """
+    FROM (SELECT DISTINCT item_idx, domain, item_id FROM vocab_items WHERE dt <= ?) v
+    JOIN items i ON i.domain = v.domain AND i.item_id = v.item_id
+    WHERE v.item_idx BETWEEN 1 AND ?"""
+
 
 def item_documents(warehouse: str | Path, day: date, n_items: int,
                    fields: Sequence[str] = tuple(_FIELD_SQL)) -> list[str]:
@@ -280,23 +308,44 @@ def item_documents(warehouse: str | Path, day: date, n_items: int,
     unknown = [f for f in fields if f not in _FIELD_SQL]
     if unknown or not fields:
         raise ValueError(f"text fields must be a non-empty subset of {tuple(_FIELD_SQL)}, got {list(fields)}")
-    wh = Warehouse(warehouse)
-    wh.require_upto(layout.VOCAB_ITEMS, day, who="item texts", error=DataError)
-    sources = sorted(p for p in wh.table(layout.ITEMS).glob("source=*") if any(p.glob("*.parquet")))
-    if not sources:
-        raise DataError(f"no item metadata in {wh.table(layout.ITEMS)} (items/source=S): the source's adapter "
-                        "wrote none, so there is no text to encode")
     doc = f"concat_ws(' ', {', '.join(_FIELD_SQL[f] for f in fields)})"
-    with connect(wh, {"vocab_items": layout.VOCAB_ITEMS}) as con:
-        glob = sql_literal(str(wh.table(layout.ITEMS) / "source=*" / "*.parquet"))
-        con.execute(f"CREATE VIEW items AS SELECT * FROM read_parquet({glob}, hive_partitioning = true, "
-                    "union_by_name = true)")
-        rows = con.execute(f"""
-            SELECT v.item_idx, string_agg({doc}, ' ' ORDER BY i.source) AS doc
-            FROM (SELECT DISTINCT item_idx, domain, item_id FROM vocab_items WHERE dt <= ?) v
-            JOIN items i ON i.domain = v.domain AND i.item_id = v.item_id
-            WHERE v.item_idx BETWEEN 1 AND ?
-            GROUP BY v.item_idx""", [day, n_items]).fetchnumpy()
+    with _item_tables(warehouse, day, "item texts") as con:
+        rows = con.execute(f"SELECT v.item_idx, string_agg({doc}, ' ' ORDER BY i.source) AS doc {_VOCAB_ITEMS_JOIN} "
+                           "GROUP BY v.item_idx", [day, n_items]).fetchnumpy()
     docs = np.full(n_items + 1, "", dtype=object)
     docs[rows["item_idx"].astype(np.int64)] = rows["doc"]
     return [d if isinstance(d, str) else "" for d in docs.tolist()]
+
+
+def item_vectors(warehouse: str | Path, day: date, n_items: int, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """The vector column ``column`` (``ingest.item_vectors``) of items ``0..n_items``: float32
+    ``[n_items + 1, k]`` and the mask of items with a vector. The vocabulary as of ``day`` joined
+    to ``items/source=*`` as for the documents; an item with vectors from several sources takes
+    the first source's (in name order); row 0 and items without one are zeros, masked out.
+
+    Ingest checked each source's vectors (one length, finite); sources of other lengths are a
+    ``DataError`` here."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", column):  # it becomes SQL: a plain name only
+        raise ValueError(f"item vector column {column!r}: lower-case letters, digits and _")
+    with _item_tables(warehouse, day, f"item vectors {column!r}") as con:
+        if column not in {r[0] for r in con.execute("DESCRIBE items").fetchall()}:
+            raise DataError(f"items/source=* has no vector column {column!r}: list it in ingest.item_vectors of the "
+                            "source that has it and ingest again (each ingest manifest's item_vectors names its own)")
+        got = con.sql(f"""
+            SELECT v.item_idx, first(i.{column} ORDER BY i.source) FILTER (WHERE i.{column} IS NOT NULL) AS vec
+            {_VOCAB_ITEMS_JOIN} GROUP BY v.item_idx HAVING vec IS NOT NULL ORDER BY v.item_idx""",
+                      params=[day, n_items]).to_arrow_table()
+    import pyarrow.compute as pc
+
+    vec = got.column("vec").combine_chunks()
+    lengths = np.unique(pc.list_value_length(vec).to_numpy(zero_copy_only=False))
+    if len(lengths) > 1:
+        raise DataError(f"item vector {column!r} has vectors of lengths {lengths.tolist()} across sources "
+                        "(items/source=*): one column must have one length")
+    k = int(lengths[0]) if len(lengths) else 0
+    out = np.zeros((n_items + 1, k), dtype=np.float32)
+    has = np.zeros(n_items + 1, dtype=bool)
+    idx = got.column("item_idx").to_numpy().astype(np.int64)
+    out[idx] = pc.list_flatten(vec).to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(idx), k)
+    has[idx] = True
+    return out, has

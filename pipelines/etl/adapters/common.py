@@ -28,6 +28,8 @@ class Parsed:
     items: "DataFrame | None"
     files: list[Path]
     notes: dict[str, Any] = field(default_factory=dict)
+    #: Per item vector column (``ingest.item_vectors``): dim, rows, missing (the ingest manifest's).
+    item_vectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: User-user edges (``to_social``): who befriends or follows whom; None when the source has none.
     social: "DataFrame | None" = None
 

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.core.config import IngestConfig
 from pipelines.core.errors import InputError
-from pipelines.core.warehouse import iter_files
 from pipelines.etl.adapters.common import Parsed, epoch_ts, input_files, number, to_events, to_social
 
 if TYPE_CHECKING:
@@ -34,18 +33,19 @@ def read(spark: "SparkSession", path: Path, cfg: IngestConfig) -> Parsed:
     types, seen = _check_parquet_files(files, mapping)
     df = spark.read.parquet(*[str(f) for f in files]).withColumn("source_file", F.input_file_name())
     events = map_events(df, types, cfg)
-    items = None
+    items, vectors = None, {}
     if cfg.items:
         items_path = Path(cfg.items).expanduser()
-        items = _parquet_items(spark, input_files(items_path, "parquet items", (".parquet",)), cfg)
-        files += list(iter_files(items_path, (".parquet",)))
+        item_files = input_files(items_path, "parquet items", (".parquet",))
+        items, vectors = _parquet_items(spark, item_files, cfg)
+        files += item_files
     social = None
     if cfg.social:
         social_files = input_files(Path(cfg.social).expanduser(), "parquet social", PARQUET_SUFFIXES)
         social = _parquet_social(spark, social_files, cfg)
         files += social_files
     return Parsed(events, items, files, {"columns": mapping, "ignored_columns": sorted(seen - set(mapping.values()))},
-                  social=social)
+                  item_vectors=vectors, social=social)
 
 
 def map_events(df: "DataFrame", types: dict[str, Any], cfg: IngestConfig) -> "DataFrame":
@@ -187,17 +187,20 @@ def _parquet_social(spark: "SparkSession", files: list[Path], cfg: IngestConfig)
 ITEM_COLUMNS = ("item_id", "domain", "title", "category")
 
 
-def _parquet_items(spark: "SparkSession", files: list[Path], cfg: IngestConfig) -> "DataFrame":
+def _parquet_items(spark: "SparkSession", files: list[Path], cfg: IngestConfig) -> tuple["DataFrame", dict[str, dict]]:
     """Item metadata Parquet (``ingest.items``): item_id, and optionally domain, title, category,
-    under the names of ``ingest.item_columns``."""
+    under the names of ``ingest.item_columns``; and the vector columns of ``ingest.item_vectors``
+    as ``array<float>``, checked first (:func:`check_item_vectors`, whose figures are returned)."""
     from pyspark.sql import functions as F
 
-    unknown = set(cfg.item_columns) - set(ITEM_COLUMNS)
+    unknown = set(cfg.item_columns) - set(ITEM_COLUMNS) - set(cfg.item_vectors)
     if unknown:
         raise InputError(f"parquet items: ingest.item_columns maps unknown canonical names {sorted(unknown)}; "
-                         f"known: {list(ITEM_COLUMNS)}")
-    name = {c: cfg.item_columns.get(c, c) for c in ITEM_COLUMNS}
-    _check_parquet_files(files, {"item_id": name["item_id"]})  # readable, with an item id
+                         f"known: {list(ITEM_COLUMNS)} and the ingest.item_vectors {cfg.item_vectors}")
+    name = {c: cfg.item_columns.get(c, c) for c in (*ITEM_COLUMNS, *cfg.item_vectors)}
+    # readable, with an item id, and every vector column in every file with one type
+    _check_parquet_files(files, {c: name[c] for c in ("item_id", *cfg.item_vectors)})
+    vectors = {v: check_item_vectors(files, name[v], name["item_id"], v) for v in cfg.item_vectors}
     df = spark.read.parquet(*[str(f) for f in files])
     optional = lambda c: F.col(name[c]) if name[c] in df.columns else F.lit(None).cast("string")  # noqa: E731
     dom = F.col(name["domain"]) if name["domain"] in df.columns else F.lit(cfg.domain)
@@ -207,4 +210,69 @@ def _parquet_items(spark: "SparkSession", files: list[Path], cfg: IngestConfig) 
         title.alias("title"), cat.alias("category"),
         F.when(cat.isNotNull(), F.array(cat)).alias("tags"), F.concat_ws(". ", title, cat).alias("text"),
         F.lit(None).cast("string").alias("image_url"),
-    )
+        *[F.col(name[v]).cast("array<float>").alias(v) for v in cfg.item_vectors],
+    ), vectors
+
+
+def check_item_vectors(files: list[Path], column: str, id_column: str, canon: str) -> dict[str, int]:
+    """Check the vector column ``column`` of every items file: a list of numbers per row, null
+    or of one length in every file, every number finite. Returns ``{"dim", "rows", "missing"}``;
+    a fault is an ``InputError`` naming the file, the column, the row and its item id.
+
+    Read batch by batch (a catalogue of wide vectors need not fit in memory at once)."""
+    import pyarrow.parquet as pq
+
+    dim: tuple[int, str] | None = None  # the length, and where it was first seen
+    rows = missing = 0
+    what = f"parquet items: column {column!r}" + (f" (item vector {canon!r})" if canon != column else "")
+    for f in files:
+        start = 0
+        for batch in pq.ParquetFile(f).iter_batches(columns=[id_column, column]):
+            vec = batch.column(1)
+            if not _is_number_list(vec.type):
+                raise InputError(f"{what} in {f} has type {vec.type}; expected a list of numbers per item")
+            where = lambda r: f"{f} row {start + r} (item_id {batch.column(0)[r].as_py()!r})"  # noqa: E731
+            dim = _check_vector_batch(vec, dim, where, what)
+            rows += batch.num_rows
+            missing += vec.null_count
+            start += batch.num_rows
+    return {"dim": dim[0] if dim else 0, "rows": rows, "missing": missing}
+
+
+def _is_number_list(typ: Any) -> bool:
+    import pyarrow as pa
+
+    lists = pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ)
+    return lists and (pa.types.is_integer(typ.value_type) or pa.types.is_floating(typ.value_type))
+
+
+def _check_vector_batch(vec: Any, dim: tuple[int, str] | None, where: Any, what: str) -> tuple[int, str] | None:
+    """One batch of a vector column (``check_item_vectors``): lengths against ``dim`` (the first
+    non-null vector's, and where it was), then finiteness; returns ``dim``."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(vec).to_numpy(zero_copy_only=False)
+    valid = vec.is_valid().to_numpy(zero_copy_only=False)
+    if dim is None and valid.any():
+        first = int(np.flatnonzero(valid)[0])
+        dim = (int(lengths[first]), where(first))
+    empty = np.flatnonzero(valid & (lengths == 0))
+    if len(empty):
+        raise InputError(f"{what}: {where(int(empty[0]))} is an empty vector (null marks an item without one)")
+    if dim is not None:
+        wrong = np.flatnonzero(valid & (lengths != dim[0]))
+        if len(wrong):
+            r = int(wrong[0])
+            raise InputError(f"{what}: {where(r)} has {int(lengths[r])} numbers, but the vector of {dim[1]} has "
+                             f"{dim[0]}: every vector of a column must have one length (null for none)")
+    values = pc.list_flatten(vec)
+    finite = pc.is_finite(values.cast(pa.float64())).to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(~np.asarray(finite, dtype=bool) | ~values.is_valid().to_numpy(zero_copy_only=False))
+    if len(bad):
+        r = int(pc.list_parent_indices(vec).to_numpy()[bad[0]])
+        value = values[int(bad[0])].as_py()
+        raise InputError(f"{what}: {where(r)} holds {value} (NaN, infinite or null): vectors must be finite numbers "
+                         "(a null vector, not null numbers, marks an item without one)")
+    return dim
