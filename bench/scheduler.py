@@ -1,0 +1,264 @@
+"""Per-task overhead of Airflow's scheduler path against ``dag.test()`` for the nightly DAG (issue 20),
+and a screenshot of the DAG's grid in a real browser.
+
+Both paths run the same nights of the same DAG with the same work: the ml-100k slice of
+``tests/test_dag.py`` (the ratings of ``--days`` days from 1997-11-12, one Parquet log per day),
+its test profile (SASRec, 3 epochs), Airflow's metadata in one throwaway PostgreSQL 15 cluster,
+every Spark task a client of one Spark Connect server, each path with its own warehouse:
+
+1. ``airflow dags test seqrep_nightly`` of each night in turn (what ``dag.test()`` runs: every task
+   in that one process, no scheduler);
+2. the api-server, scheduler and dag-processor as processes (``seqrep airflow``'s, LocalExecutor),
+   the DAG unpaused and an ``airflow backfill create`` of the same nights, one run at a time.
+
+From Postgres' ``task_instance`` rows, for every (night, task) of each path: its duration
+(``end_date - start_date``) and its wait (``start_date`` minus the latest end of its upstream tasks,
+or the run's start for the first task). A task's cost is wait + duration; the overhead per task of
+the scheduler path is the median over (night, task) pairs of its cost minus the same task's cost
+under ``dags test``, with the runs' wall times beside it. The work is the same, so the difference is
+the scheduler's: queueing, a supervisor and a fresh interpreter per task, heartbeats.
+
+``--screenshot PATH``: after the backfill, headless Chromium loads the DAG's page of the running
+api-server (the simple auth manager's ``all admins`` mode, so no login) and saves its grid.
+
+Run (about 15 minutes for 3 nights):
+    python bench/scheduler.py --days 3 --record scheduler --screenshot docs/img/airflow-grid.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # tests/postgres.py: the throwaway cluster of the test suite
+FIRST = date(1997, 11, 12)
+CONFIG = """spark: {{shuffle_partitions: 2}}
+ingest: {{source: parquet, name: ml100k, input: {logs}/dt={{date}}, columns: {{event_id: event_id, value: rating}}}}
+nightly: {{methods: [sasrec], warm_epochs: 1}}
+methods:
+  sasrec:
+    model: {{dim: 16, max_len: 20, num_layers: 1, num_heads: 1}}
+    train: {{epochs: 3, batch_size: 64}}
+"""
+
+
+def slice_logs(data: Path, days: list[date], out: Path) -> Path:
+    """The ml-100k ratings of ``days``, one Parquet log per day (as tests/test_dag.py's slice)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    raw = np.loadtxt(data / "ml-100k" / "u.data", dtype=np.int64)
+    for day in days:
+        lo = int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp())
+        rows = raw[(raw[:, 3] >= lo) & (raw[:, 3] < lo + 86400)]
+        (out / f"dt={day}").mkdir(parents=True)
+        pq.write_table(pa.table({
+            "event_id": [f"{u}-{i}" for u, i in rows[:, :2]], "user_id": rows[:, 0].astype(str),
+            "item_id": rows[:, 1].astype(str), "event_type": ["rate"] * len(rows),
+            "rating": rows[:, 2].astype(float), "ts": rows[:, 3]}), out / f"dt={day}" / "part-0.parquet")
+    return out
+
+
+def airflow(env: dict[str, str], *args: str, timeout: float = 1800) -> None:
+    out = subprocess.run([sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True,
+                         timeout=timeout)
+    if out.returncode != 0:
+        raise SystemExit(f"`airflow {' '.join(args[:3])}` failed:\n{(out.stdout + out.stderr)[-3000:]}")
+
+
+def dags_test(env: dict[str, str], days: list[date], config: Path, wh: Path) -> None:
+    """Path 1: ``airflow dags test`` of each night (its logical date ends the day it processes)."""
+    for day in days:
+        end = datetime(day.year, day.month, day.day) + timedelta(days=1)
+        conf = json.dumps({"warehouse": str(wh), "config": str(config), "driver_memory": "1g"})
+        t = time.perf_counter()
+        airflow(env, "dags", "test", "seqrep_nightly", end.isoformat() + "+00:00", "--conf", conf)
+        print(f"[dags test] {day}: {time.perf_counter() - t:.0f}s", flush=True)
+
+
+def _runs(url: str, where: str) -> list[tuple]:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as con:
+        rows = con.execute(sqlalchemy.text(
+            f"SELECT run_id, state FROM dag_run WHERE dag_id = 'seqrep_nightly' AND {where} ORDER BY logical_date")).all()
+    engine.dispose()
+    return [tuple(r) for r in rows]
+
+
+def _wait(url: str, where: str, n: int, minutes: float) -> list[tuple]:
+    """Poll until ``n`` runs matching ``where`` have ended; their (run_id, state)."""
+    deadline, runs = time.monotonic() + minutes * 60, []
+    while time.monotonic() < deadline:
+        runs = _runs(url, where)
+        if len(runs) >= n and all(s in ("success", "failed") for _, s in runs):
+            return runs
+        time.sleep(3)
+    raise SystemExit(f"runs not finished after {minutes} min: {runs}")
+
+
+def scheduled(env: dict[str, str], url: str, days: list[date], screenshot: Path | None) -> None:
+    """Path 2: the processes, the DAG unpaused (its latest scheduled run, a day without a log, is
+    let fail first so it does not overlap), then a backfill of ``days`` through the scheduler."""
+    from pipelines.nightly import airflow_local
+
+    port = int(env["AIRFLOW__API__PORT"])
+    airflow_local.start(env, port)
+    try:
+        airflow(env, "dags", "reserialize")
+        airflow(env, "dags", "unpause", "seqrep_nightly")
+        _wait(url, "run_type = 'scheduled'", 1, 10)
+        t = time.perf_counter()
+        airflow(env, "backfill", "create", "--dag-id", "seqrep_nightly", "--from-date", str(days[0]),
+                "--to-date", str(days[-1]), "--max-active-runs", "1", "--reprocess-behavior", "completed")
+        runs = _wait(url, "run_type = 'backfill'", len(days), 20 * len(days))
+        print(f"[scheduler] {len(days)} nights: {time.perf_counter() - t:.0f}s, {runs}", flush=True)
+        if screenshot:
+            grid(port, screenshot)
+    finally:
+        airflow_local.stop(Path(env["AIRFLOW_HOME"]))
+
+
+def grid(port: int, path: Path) -> None:
+    """Headless Chromium's screenshot of the DAG's page (its grid of runs and tasks)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                          "--window-size=1600,1000", "--virtual-time-budget=20000", f"--screenshot={path}",
+                          f"http://127.0.0.1:{port}/dags/seqrep_nightly/grid"], capture_output=True, text=True,
+                         timeout=120)
+    if out.returncode != 0 or not path.is_file():
+        raise SystemExit(f"chromium failed: {out.stderr[-2000:]}")
+    print(f"[scheduler] screenshot: {path}", flush=True)
+
+
+def task_costs(url: str, where: str) -> dict[str, dict[str, dict[str, float]]]:
+    """run day -> task -> {duration, wait} in seconds, from Postgres (module docstring)."""
+    import sqlalchemy
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(ROOT / "dags"), include_examples=False).get_dag("seqrep_nightly")
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as con:
+        rows = con.execute(sqlalchemy.text(
+            "SELECT r.data_interval_start, r.start_date, t.task_id, t.start_date, t.end_date "
+            "FROM task_instance t JOIN dag_run r ON r.dag_id = t.dag_id AND r.run_id = t.run_id "  # noqa: S608 (fixed text)
+            f"WHERE r.dag_id = 'seqrep_nightly' AND r.{where} AND t.state = 'success'")).all()
+    engine.dispose()
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    ends = {(str(day.date()), task): end for day, _, task, _, end in rows}
+    for day, run_start, task, start, end in rows:
+        up = [ends[(str(day.date()), u)] for u in dag.get_task(task).upstream_task_ids if (str(day.date()), u) in ends]
+        ready = max(up) if up else run_start
+        out.setdefault(str(day.date()), {})[task] = {"duration": (end - start).total_seconds(),
+                                                     "wait": max(0.0, (start - ready).total_seconds())}
+    return out
+
+
+def walls(url: str, where: str) -> dict[str, float]:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as con:
+        rows = con.execute(sqlalchemy.text(
+            "SELECT data_interval_start, start_date, end_date FROM dag_run "  # noqa: S608 (fixed text)
+            f"WHERE dag_id = 'seqrep_nightly' AND {where}")).all()
+    engine.dispose()
+    return {str(day.date()): (end - start).total_seconds() for day, start, end in rows}
+
+
+def measure(args: argparse.Namespace, work: Path) -> dict:
+    """Both paths against one Postgres and one Spark Connect server; the raw figures."""
+    import postgres
+
+    from pipelines.core.config import SparkConfig
+    from pipelines.etl import spark_server
+    from pipelines.etl.processes import free_port
+    from pipelines.nightly import airflow_local
+
+    days = [FIRST + timedelta(days=i) for i in range(args.days)]
+    logs = slice_logs(Path(args.data), days, work / "logs")
+    config = work / "seqrep.yaml"
+    config.write_text(CONFIG.format(logs=logs))
+    spark_port = free_port()
+    spark_server.start(SparkConfig(master="local[2]", shuffle_partitions=2, driver_memory="2g"), spark_port)
+    try:
+        with postgres.cluster() as url:
+            env = airflow_local.environment(work / "airflow", config, work / "wh-scheduler", free_port())
+            env.update({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url, "SEQREP_SPARK_REMOTE": spark_server.url(spark_port),
+                        "SEQREP_START_DATE": "1997-01-01", "SEQREP_RETRIES": "0", "AIRFLOW__CORE__PARALLELISM": "2",
+                        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True"})
+            airflow(env, "db", "migrate")
+            airflow(env, "pools", "set", "gpu", "1", "torch tasks")
+            dags_test(env, days, config, work / "wh-dags-test")
+            scheduled(env, url, days, Path(args.screenshot) if args.screenshot else None)
+            figures = {"days": [str(d) for d in days]}
+            for name, where in (("dags_test", "run_type = 'manual'"), ("scheduler", "run_type = 'backfill'")):
+                figures[name] = {"tasks": task_costs(url, where), "wall_s": walls(url, where)}
+    finally:
+        spark_server.stop(spark_port)
+    return figures
+
+
+def table(figures: dict) -> str:
+    """bench/README.md's table: per path, the median run wall, task duration and wait; the scheduler's
+    overhead per task (median of paired differences in wait + duration)."""
+    paths = ("dags_test", "scheduler")
+    pairs = [(day, task) for day in figures["days"] for task in figures["dags_test"]["tasks"].get(day, {})
+             if task in figures["scheduler"]["tasks"].get(day, {})]
+
+    def cost(path: str, key: tuple[str, str]) -> float:
+        c = figures[path]["tasks"][key[0]][key[1]]
+        return c["wait"] + c["duration"]
+
+    diff = statistics.median(cost("scheduler", k) - cost("dags_test", k) for k in pairs)
+    lines = ["| path | nights | run wall s (median) | tasks per night | task s (median) | wait before a task s (median) "
+             "| overhead per task s (median, paired) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for path in paths:
+        f = figures[path]
+        ts = [c for day in f["tasks"].values() for c in day.values()]
+        lines.append(f"| {'`airflow dags test`' if path == 'dags_test' else 'scheduler + LocalExecutor (backfill)'} | "
+                     f"{len(f['wall_s'])} | {statistics.median(f['wall_s'].values()):.1f} | "
+                     f"{len(ts) // max(1, len(f['tasks']))} | {statistics.median(c['duration'] for c in ts):.1f} | "
+                     f"{statistics.median(c['wait'] for c in ts):.1f} | "
+                     f"{'-' if path == 'dags_test' else f'{diff:+.1f} ({len(pairs)} pairs)'} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--days", type=int, default=3)
+    ap.add_argument("--data", default=os.environ.get("SEQREP_DATA", str(ROOT.parent / "shared" / "data")))
+    ap.add_argument("--screenshot", help="save the DAG's grid here (PNG)")
+    ap.add_argument("--workdir", help="scratch folder (default: a temp folder, removed after)")
+    ap.add_argument("--record", metavar="NAME", help="write the raw results to bench/results/NAME.json")
+    args = ap.parse_args()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="seqrep-bench-scheduler-"))
+    try:
+        figures = measure(args, work)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    text = table(figures)
+    print("\n" + text)
+    if args.record:
+        from results import record
+
+        record(args.record, figures, text)
+
+
+if __name__ == "__main__":
+    main()
