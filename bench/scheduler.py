@@ -45,7 +45,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # tests/postgres.py: the throwaway cluster of the test suite
 FIRST = date(1997, 11, 12)
 CONFIG = """spark: {{shuffle_partitions: 2}}
-ingest: {{source: parquet, name: ml100k, input: {logs}/dt={{date}}, columns: {{event_id: event_id, value: rating}}}}
+ingest:
+  source: parquet
+  name: ml100k
+  input: {logs}/dt={{date}}
+  columns: {{event_id: event_id, value: rating}}
 nightly: {{methods: [sasrec], warm_epochs: 1}}
 methods:
   sasrec:
