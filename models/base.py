@@ -144,6 +144,20 @@ class SequenceModel(nn.Module):
         return f"n_items={self.n_items}, dim={self.params.dim}, max_len={self.params.max_len}, loss={self.params.loss}"
 
 
+def cached_csr(module: nn.Module, name: str, index: Tensor, values: Tensor, shape: tuple[int, int],
+               transpose: bool = False) -> Tensor:
+    """The sparse CSR matrix of the COO buffers ``index`` [2, E] (rows, columns; swapped when
+    ``transpose``) and ``values`` [E], built once and kept on ``module`` until the buffers change (a
+    new tensor, or a move to another device): a COO matrix would be converted on every sparse matmul."""
+    key = (index.data_ptr(), index.shape, index.device)
+    cached = getattr(module, f"_{name}_csr", None)
+    if cached is None or cached[0] != key:
+        coo = torch.sparse_coo_tensor(index.flip(0) if transpose else index, values, shape, check_invariants=False)
+        cached = (key, coo.coalesce().to_sparse_csr())
+        object.__setattr__(module, f"_{name}_csr", cached)  # not a parameter or buffer: no state_dict entry
+    return cached[1]
+
+
 def cut_padding(history: Tensor, lengths: Tensor) -> Tensor:
     """Right-padded ``history`` [B, L] without the columns past its longest row: for encoders
     where a position never reads later ones (causal attention, a recurrence), the same states at

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from models.base import ModelParams, next_item_loss
+from models.base import ModelParams, cached_csr, next_item_loss
 from models.data import SequenceData, training_windows, train_positions, windows
 from models.errors import DataError
 from models.transformer import SASRec, TransformerParams
@@ -83,13 +83,7 @@ class SocialSASRec(SASRec):
 
     def _taste(self) -> Tensor:
         """The [U, N + 1] matrix of the users' mean training items, sparse CSR, built once from the buffers."""
-        key = (self.taste_index.data_ptr(), self.taste_index.shape, self.taste_index.device)
-        if getattr(self, "_taste_key", None) != key:
-            coo = torch.sparse_coo_tensor(self.taste_index, self.taste_weight, (self.n_users, self.vocab_size),
-                                          check_invariants=False)
-            self._taste_csr = coo.coalesce().to_sparse_csr()
-            self._taste_key = key
-        return self._taste_csr
+        return cached_csr(self, "taste", self.taste_index, self.taste_weight, (self.n_users, self.vocab_size))
 
     def friend_vectors(self, users: Tensor) -> Tensor:
         """``z_u = W_s s_u`` [B, d] of ``users`` (zero for a user outside the graph)."""
