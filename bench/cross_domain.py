@@ -9,7 +9,8 @@ whose target events no method trained on; users apart from ``cold_valid``'s). Me
 - target-only (the pair's target view): ``pop``, ``sasrec``, ``lightgcn``; a cold user has no
   target history there, so these rank them by popularity (``models.evaluate``);
 - cross-domain: ``lightgcn_joint`` (LightGCN on the mixed view: the joint graph of both domains'
-  items, users shared; ``lightgcn_joint_cold`` the same early-stopped on ``cold_valid``), ``sasrec_mixed`` (mixed view), ``emcdr`` (mixed view; maps the user vectors
+  items, users shared; ``lightgcn_joint_cold`` the same early-stopped on ``cold_valid``, ``lightgcn_joint_sdn`` with
+  each negative from its positive's domain), ``sasrec_mixed`` (mixed view), ``emcdr`` (mixed view; maps the user vectors
   of the same seed's ``lightgcn_source`` run, LightGCN on the source view, onto ``lightgcn``'s;
   the paper fits MF vectors, LightGCN is its graph form; ``lightgcn_source`` is not in the table).
 
@@ -51,6 +52,8 @@ METHODS = {
     "lightgcn_joint": ("lightgcn", "mixed", []),
     # the same, early-stopped on the cold users' validation targets (as EMCDR is), not the warm ones'
     "lightgcn_joint_cold": ("lightgcn", "mixed", ["train.valid_split=cold_valid"]),
+    # the same, each BPR negative drawn from its positive's domain (BiTGCF's per-domain losses)
+    "lightgcn_joint_sdn": ("lightgcn", "mixed", ["model.same_domain_negatives=true"]),
     "sasrec_mixed": ("sasrec_mixed", "mixed", []),
     "emcdr": ("emcdr", "mixed", []),
 }

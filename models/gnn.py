@@ -21,7 +21,9 @@ propagated without weights or non-linearities over the symmetric-normalized bipa
 is the ETL's ``graphs/user_item`` table as of the day (``data.side.user_item_edges``) minus every
 held-out (validation or test) event, stored with the model (sparse edge list; never a dense user x item matrix). Loss: BPR with
 one uniform negative per training edge and L2 on the batch's layer-0 embeddings (the paper's), or
-any of the shared next-item losses. A user's vector is their row: LightGCN has no vector for a
+any of the shared next-item losses. On a cross-domain pair's joint graph, ``same_domain_negatives``
+draws each negative from its positive's domain (BiTGCF, Liu et al. CIKM 2020, trains a BPR loss
+per domain). A user's vector is their row: LightGCN has no vector for a
 user absent from the training graph.
 """
 
@@ -128,6 +130,10 @@ class LightGCNParams(ModelParams):
     loss: Literal["bpr", "ce", "sampled", "bce"] = "bpr"  # type: ignore[assignment]
     #: L2 weight on the batch's layer-0 embeddings (BPR only).
     reg: float = Field(1e-4, ge=0.0)
+    #: BPR on a cross-domain pair's joint graph: draw each negative from its positive's domain
+    #: (target items when the positive is one, the source's otherwise), as BiTGCF's per-domain
+    #: losses; uniform negatives reward telling the two domains apart.
+    same_domain_negatives: bool = False
 
 
 class LightGCN(SequenceModel):
@@ -161,6 +167,12 @@ class LightGCN(SequenceModel):
         self._pairs = torch.stack([torch.as_tensor(src), torch.as_tensor(dst)], 1)
         # Sorted (user, item) keys of the training edges: BPR negatives are drawn among other items.
         self._edge_keys = torch.sort(self._pairs[:, 0] * (self.n_items + 1) + self._pairs[:, 1]).values
+        self._domains = None
+        if self.params.same_domain_negatives and data.candidates is not None:
+            target = torch.zeros(self.n_items + 1, dtype=torch.bool)
+            target[torch.as_tensor(data.candidates, dtype=torch.long)] = True
+            target[0] = False
+            self._domains = (target, torch.nonzero(target).flatten(), torch.nonzero(~target).flatten()[1:])
 
     def training_examples(self, data: SequenceData) -> Tensor:
         """The training graph's (user_idx, item_idx) edges."""
@@ -199,10 +211,12 @@ class LightGCN(SequenceModel):
         e = self._embeddings()
         return e[users] @ e[self.n_users:].T
 
-    def negatives(self, users: Tensor, shape: torch.Size, tries: int = 8) -> Tensor:
+    def negatives(self, users: Tensor, shape: torch.Size, tries: int = 8, pos: Tensor | None = None) -> Tensor:
         """One uniform item per user among those not in the user's training edges (as the paper's
-        BPR sampler): draws that hit an edge are redrawn, up to ``tries`` times."""
-        neg = torch.randint(1, self.n_items + 1, shape, device=users.device)
+        BPR sampler): draws that hit an edge are redrawn, up to ``tries`` times. With
+        ``same_domain_negatives`` on a pair's joint graph, uniform within ``pos``'s domain."""
+        draw = self._sampler(users.device, pos)
+        neg = draw(torch.ones(shape, dtype=torch.bool, device=users.device))
         keys = self._edge_keys.to(users.device)
         for _ in range(tries):
             k = users * (self.n_items + 1) + neg
@@ -210,8 +224,22 @@ class LightGCN(SequenceModel):
             hit = keys[at] == k
             if not hit.any():
                 break
-            neg[hit] = torch.randint(1, self.n_items + 1, (int(hit.sum()),), device=users.device)
+            neg[hit] = draw(hit)[hit]
         return neg
+
+    def _sampler(self, device: torch.device, pos: Tensor | None):
+        """``draw(mask)``: a uniform item at every position of ``mask`` (the caller keeps the ones it
+        needs), from every item, or from the domain of ``pos`` at that position."""
+        if getattr(self, "_domains", None) is None or pos is None:
+            return lambda mask: torch.randint(1, self.n_items + 1, mask.shape, device=device)
+        is_target, target, source = (t.to(device) for t in self._domains)
+        in_target = is_target[pos]
+
+        def draw(mask: Tensor) -> Tensor:
+            t = target[torch.randint(0, len(target), mask.shape, device=device)]
+            s = source[torch.randint(0, len(source), mask.shape, device=device)]
+            return torch.where(in_target, t, s)
+        return draw
 
     def loss(self, batch: Tensor) -> Tensor:
         users, pos = batch[:, 0], batch[:, 1]
@@ -219,7 +247,7 @@ class LightGCN(SequenceModel):
         u, items = e[users], e[self.n_users:]
         if self.params.loss != "bpr":
             return next_item_loss(u, pos, items, self.params)
-        neg = self.negatives(users, pos.shape)
+        neg = self.negatives(users, pos.shape, pos=pos)
         pos_rank, neg_rank = (u * items[pos]).sum(-1), (u * items[neg]).sum(-1)
         nodes = torch.cat([users, pos + self.n_users, neg + self.n_users])
         return self.gcn.recommendation_loss(pos_rank, neg_rank, node_id=nodes, lambda_reg=self.params.reg)

@@ -99,7 +99,7 @@ class TrainParams(BaseModel):
 #: TrainParams fields added after versions were named, with their defaults (``MethodConfig.version``).
 _LATER_TRAIN_DEFAULTS = {"valid_split": "valid"}
 #: The same for model parameters (``sasrec_text``'s vector modalities, ``models/multimodal.py``).
-_LATER_MODEL_DEFAULTS = {"modalities": ["text"], "vector_dims": {}}
+_LATER_MODEL_DEFAULTS = {"modalities": ["text"], "vector_dims": {}, "same_domain_negatives": False}
 
 
 class MethodConfig(BaseModel):

@@ -206,3 +206,23 @@ def test_lightgcn_bpr_negatives_avoid_the_users_training_items():
     neg = model.negatives(users, users.shape)
     assert not torch.isin(neg[:2000], torch.tensor([1, 2])).any() and not (neg[2000:] == 3).any()
     assert neg.min() >= 1 and neg.max() <= 50 and len(neg.unique()) > 40  # still uniform over the rest
+
+
+def test_lightgcn_same_domain_negatives_come_from_the_positives_domain():
+    """On a pair's joint graph (``candidates``: the target's items 1..20 of 50), a target positive
+    gets target negatives and a source positive source ones, still never a training item."""
+    from models.gnn import LightGCN
+
+    model = LightGCN(50, LightGCN.Params(dim=4, num_layers=1, same_domain_negatives=True), n_users=2)
+    model._pairs = torch.tensor([[0, 1], [0, 30], [1, 2]])
+    model._edge_keys = torch.sort(model._pairs[:, 0] * 51 + model._pairs[:, 1]).values
+    target = torch.zeros(51, dtype=torch.bool)
+    target[1:21] = True
+    model._domains = (target, torch.nonzero(target).flatten(), torch.nonzero(~target).flatten()[1:])
+    users = torch.tensor([0] * 2000 + [1] * 2000)
+    pos = torch.tensor([1] * 1000 + [30] * 1000 + [2] * 2000)
+    neg = model.negatives(users, users.shape, pos=pos)
+    assert bool(target[neg[:1000]].all()) and not bool(target[neg[1000:2000]].any()) and bool(target[neg[2000:]].all())
+    assert not torch.isin(neg[:2000], torch.tensor([1, 30])).any() and not (neg[2000:] == 2).any()
+    assert neg.min() >= 1 and len(neg[1000:2000].unique()) > 25  # uniform over the source's 30 items less one
+    assert len(model.negatives(users, users.shape).unique()) > 40  # without pos: every item
