@@ -43,7 +43,7 @@ def renderers() -> dict[str, Callable[[dict], str]]:
 
     return {"bench/train.py": train_table, "bench/incremental.py": incremental_table,
             **{f"bench/{m}.py": table_of(m) for m in ("multitask", "etl", "etl_days", "gates", "infer", "peer_recbole", "task_cost",
-                                                               "cross_domain", "erasure", "recent", "stream")}}
+                                                               "cross_domain", "erasure", "recent", "stream", "etl_cluster", "scheduler")}}
 
 
 def readme_tables(text: str) -> dict[str, str]:
