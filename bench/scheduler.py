@@ -3,7 +3,7 @@ and a screenshot of the DAG's grid in a real browser.
 
 Both paths run the same nights of the same DAG with the same work: the ml-100k slice of
 ``tests/test_dag.py`` (the ratings of ``--days`` days from 1997-11-12, one Parquet log per day),
-its test profile (SASRec, 3 epochs), Airflow's metadata in one throwaway PostgreSQL 15 cluster,
+its test profile (SASRec, 3 epochs), Airflow's metadata in a throwaway PostgreSQL 15 cluster per path,
 every Spark task a client of one Spark Connect server, each path with its own warehouse:
 
 1. ``airflow dags test seqrep_nightly`` of each night in turn (what ``dag.test()`` runs: every task
@@ -141,7 +141,7 @@ def grid(port: int, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     out = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                           "--window-size=1600,1000", "--virtual-time-budget=20000", f"--screenshot={path}",
-                          f"http://127.0.0.1:{port}/dags/seqrep_nightly/grid"], capture_output=True, text=True,
+                          f"http://127.0.0.1:{port}/dags/seqrep_nightly"], capture_output=True, text=True,
                          timeout=120)
     if out.returncode != 0 or not path.is_file():
         raise SystemExit(f"chromium failed: {out.stderr[-2000:]}")
@@ -154,7 +154,7 @@ def task_costs(url: str, where: str) -> dict[str, dict[str, dict[str, float]]]:
 
     from airflow.dag_processing.dagbag import DagBag
 
-    dag = DagBag(dag_folder=str(ROOT / "dags"), include_examples=False).get_dag("seqrep_nightly")
+    dag = DagBag(dag_folder=str(ROOT / "dags")).dags["seqrep_nightly"]  # parsed here: no database read
     engine = sqlalchemy.create_engine(url)
     with engine.connect() as con:
         rows = con.execute(sqlalchemy.text(
@@ -197,20 +197,26 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     logs = slice_logs(Path(args.data), days, work / "logs")
     config = work / "seqrep.yaml"
     config.write_text(CONFIG.format(logs=logs))
+    os.environ["SEQREP_CONFIG"] = str(config)  # the DAG's method groups, when task_costs parses it
     spark_port = free_port()
     spark_server.start(SparkConfig(master="local[2]", shuffle_partitions=2, driver_memory="2g"), spark_port)
     try:
-        with postgres.cluster() as url:
-            env = airflow_local.environment(work / "airflow", config, work / "wh-scheduler", free_port())
-            env.update({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url, "SEQREP_SPARK_REMOTE": spark_server.url(spark_port),
-                        "SEQREP_START_DATE": "1997-01-01", "SEQREP_RETRIES": "0", "AIRFLOW__CORE__PARALLELISM": "2",
-                        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True"})
-            airflow(env, "db", "migrate")
-            airflow(env, "pools", "set", "gpu", "1", "torch tasks")
-            dags_test(env, days, config, work / "wh-dags-test")
-            scheduled(env, url, days, Path(args.screenshot) if args.screenshot else None)
+        # a database per path: a backfill would otherwise take over the runs `dags test` made
+        with postgres.cluster() as url_test, postgres.cluster() as url_scheduler:
+            envs = {}
+            for name, url in (("dags_test", url_test), ("scheduler", url_scheduler)):
+                env = airflow_local.environment(work / f"airflow-{name}", config, work / f"wh-{name}", free_port())
+                env.update({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url, "SEQREP_SPARK_REMOTE": spark_server.url(spark_port),
+                            "SEQREP_START_DATE": "1997-01-01", "SEQREP_RETRIES": "0", "AIRFLOW__CORE__PARALLELISM": "2",
+                            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True"})
+                airflow(env, "db", "migrate")
+                airflow(env, "pools", "set", "gpu", "1", "torch tasks")
+                envs[name] = env
+            dags_test(envs["dags_test"], days, config, work / "wh-dags-test")
+            scheduled(envs["scheduler"], url_scheduler, days, Path(args.screenshot) if args.screenshot else None)
             figures = {"days": [str(d) for d in days]}
-            for name, where in (("dags_test", "run_type = 'manual'"), ("scheduler", "run_type = 'backfill'")):
+            for name, url, where in (("dags_test", url_test, "run_type = 'manual'"),
+                                     ("scheduler", url_scheduler, "run_type = 'backfill'")):
                 figures[name] = {"tasks": task_costs(url, where), "wall_s": walls(url, where)}
     finally:
         spark_server.stop(spark_port)
