@@ -216,7 +216,7 @@ class LightGCN(SequenceModel):
         BPR sampler): draws that hit an edge are redrawn, up to ``tries`` times. With
         ``same_domain_negatives`` on a pair's joint graph, uniform within ``pos``'s domain."""
         draw = self._sampler(users.device, pos)
-        neg = draw(torch.ones(shape, dtype=torch.bool, device=users.device))
+        neg = draw(torch.ones(shape, dtype=torch.bool, device=users.device)).reshape(shape)
         keys = self._edge_keys.to(users.device)
         for _ in range(tries):
             k = users * (self.n_items + 1) + neg
@@ -224,21 +224,22 @@ class LightGCN(SequenceModel):
             hit = keys[at] == k
             if not hit.any():
                 break
-            neg[hit] = draw(hit)[hit]
+            neg[hit] = draw(hit)
         return neg
 
     def _sampler(self, device: torch.device, pos: Tensor | None):
-        """``draw(mask)``: a uniform item at every position of ``mask`` (the caller keeps the ones it
-        needs), from every item, or from the domain of ``pos`` at that position."""
+        """``draw(mask)``: a uniform item for each position of ``mask`` that is set, from every item,
+        or from the domain of ``pos`` at that position."""
         if getattr(self, "_domains", None) is None or pos is None:
-            return lambda mask: torch.randint(1, self.n_items + 1, mask.shape, device=device)
+            return lambda mask: torch.randint(1, self.n_items + 1, (int(mask.sum()),), device=device)
         is_target, target, source = (t.to(device) for t in self._domains)
         in_target = is_target[pos]
 
         def draw(mask: Tensor) -> Tensor:
-            t = target[torch.randint(0, len(target), mask.shape, device=device)]
-            s = source[torch.randint(0, len(source), mask.shape, device=device)]
-            return torch.where(in_target, t, s)
+            n = int(mask.sum())
+            t = target[torch.randint(0, len(target), (n,), device=device)]
+            s = source[torch.randint(0, len(source), (n,), device=device)]
+            return torch.where(in_target[mask], t, s)
         return draw
 
     def loss(self, batch: Tensor) -> Tensor:
