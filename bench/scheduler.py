@@ -21,7 +21,7 @@ the scheduler's: queueing, a supervisor and a fresh interpreter per task, heartb
 ``--screenshot PATH``: after the backfill, headless Chromium loads the DAG's page of the running
 api-server (the simple auth manager's ``all admins`` mode, so no login) and saves its grid.
 
-Run (about 15 minutes for 3 nights):
+Run (about 10 minutes for 3 nights on 2 cores):
     python bench/scheduler.py --days 3 --record scheduler --screenshot docs/img/airflow-grid.png
 """
 
