@@ -172,7 +172,9 @@ class LightGCN(SequenceModel):
             target = torch.zeros(self.n_items + 1, dtype=torch.bool)
             target[torch.as_tensor(data.candidates, dtype=torch.long)] = True
             target[0] = False
-            self._domains = (target, torch.nonzero(target).flatten(), torch.nonzero(~target).flatten()[1:])
+            source = torch.nonzero(~target).flatten()[1:]  # item 0 is padding
+            if len(source) and bool(target.any()):  # one domain alone: uniform draws are the same thing
+                self._domains = (target, torch.nonzero(target).flatten(), source)
 
     def training_examples(self, data: SequenceData) -> Tensor:
         """The training graph's (user_idx, item_idx) edges."""
