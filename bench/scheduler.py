@@ -36,13 +36,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # tests/postgres.py: the throwaway cluster of the test suite
+sys.path.insert(0, str(ROOT / "tests"))  # the test suite's throwaway Postgres (postgres.py) and ml-100k slice (ml_slice.py)
 FIRST = date(1997, 11, 12)
 CONFIG = """spark: {{shuffle_partitions: 2}}
 ingest:
@@ -56,23 +55,6 @@ methods:
     model: {{dim: 16, max_len: 20, num_layers: 1, num_heads: 1}}
     train: {{epochs: 3, batch_size: 64}}
 """
-
-
-def slice_logs(data: Path, days: list[date], out: Path) -> Path:
-    """The ml-100k ratings of ``days``, one Parquet log per day (as tests/test_dag.py's slice)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    raw = np.loadtxt(data / "ml-100k" / "u.data", dtype=np.int64)
-    for day in days:
-        lo = int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp())
-        rows = raw[(raw[:, 3] >= lo) & (raw[:, 3] < lo + 86400)]
-        (out / f"dt={day}").mkdir(parents=True)
-        pq.write_table(pa.table({
-            "event_id": [f"{u}-{i}" for u, i in rows[:, :2]], "user_id": rows[:, 0].astype(str),
-            "item_id": rows[:, 1].astype(str), "event_type": ["rate"] * len(rows),
-            "rating": rows[:, 2].astype(float), "ts": rows[:, 3]}), out / f"dt={day}" / "part-0.parquet")
-    return out
 
 
 def airflow(env: dict[str, str], *args: str, timeout: float = 1800) -> None:
@@ -195,7 +177,9 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     from pipelines.nightly import airflow_local
 
     days = [FIRST + timedelta(days=i) for i in range(args.days)]
-    logs = slice_logs(Path(args.data), days, work / "logs")
+    from ml_slice import write_daily_logs
+
+    logs = write_daily_logs(Path(args.data) / "ml-100k" / "u.data", days, work / "logs")
     config = work / "seqrep.yaml"
     config.write_text(CONFIG.format(logs=logs))
     os.environ["SEQREP_CONFIG"] = str(config)  # the DAG's method groups, when task_costs parses it

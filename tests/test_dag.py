@@ -53,20 +53,9 @@ def write_config(path: Path, logs: Path, *, sabotage: bool = False) -> Path:
 
 @pytest.fixture(scope="module")
 def slice_logs(data_dir, tmp_path_factory):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from ml_slice import write_daily_logs
 
-    raw = np.loadtxt(data_dir("ml-100k") / "u.data", dtype=np.int64)
-    logs = tmp_path_factory.mktemp("slice") / "logs"
-    for day in [*DAYS, SABOTAGE]:
-        lo = int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp())
-        rows = raw[(raw[:, 3] >= lo) & (raw[:, 3] < lo + 86400)]
-        (logs / f"dt={day}").mkdir(parents=True)
-        pq.write_table(pa.table({
-            "event_id": [f"{u}-{i}" for u, i in rows[:, :2]], "user_id": rows[:, 0].astype(str),
-            "item_id": rows[:, 1].astype(str), "event_type": ["rate"] * len(rows), "rating": rows[:, 2].astype(float),
-            "ts": rows[:, 3]}), logs / f"dt={day}" / "part-0.parquet")
-    return logs
+    return write_daily_logs(data_dir("ml-100k") / "u.data", [*DAYS, SABOTAGE], tmp_path_factory.mktemp("slice") / "logs")
 
 
 @pytest.fixture(scope="module")
