@@ -234,7 +234,9 @@ class LightGCN(SequenceModel):
         or from the domain of ``pos`` at that position."""
         if getattr(self, "_domains", None) is None or pos is None:
             return lambda mask: torch.randint(1, self.n_items + 1, (int(mask.sum()),), device=device)
-        is_target, target, source = (t.to(device) for t in self._domains)
+        if self._domains[0].device != device:  # moved once, not on every batch
+            self._domains = tuple(t.to(device) for t in self._domains)
+        is_target, target, source = self._domains
         in_target = is_target[pos]
 
         def draw(mask: Tensor) -> Tensor:
