@@ -43,18 +43,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the test suite's throwaway Postgres (postgres.py) and ml-100k slice (ml_slice.py)
 FIRST = date(1997, 11, 12)
-CONFIG = """spark: {{shuffle_partitions: 2}}
-ingest:
-  source: parquet
-  name: ml100k
-  input: {logs}/dt={{date}}
-  columns: {{event_id: event_id, value: rating}}
-nightly: {{methods: [sasrec], warm_epochs: 1}}
-methods:
-  sasrec:
-    model: {{dim: 16, max_len: 20, num_layers: 1, num_heads: 1}}
-    train: {{epochs: 3, batch_size: 64}}
-"""
 
 
 def airflow(env: dict[str, str], *args: str, timeout: float = 1800) -> None:
@@ -177,11 +165,10 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     from pipelines.nightly import airflow_local
 
     days = [FIRST + timedelta(days=i) for i in range(args.days)]
-    from ml_slice import write_daily_logs
+    from ml_slice import write_config, write_daily_logs
 
     logs = write_daily_logs(Path(args.data) / "ml-100k" / "u.data", days, work / "logs")
-    config = work / "seqrep.yaml"
-    config.write_text(CONFIG.format(logs=logs))
+    config = write_config(work / "seqrep.yaml", logs)
     os.environ["SEQREP_CONFIG"] = str(config)  # the DAG's method groups, when task_costs parses it
     spark_port = free_port()
     spark_server.start(SparkConfig(master="local[2]", shuffle_partitions=2, driver_memory="2g"), spark_port)

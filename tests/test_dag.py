@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ml_slice import CONFIG, write_config, write_daily_logs
 
 ROOT = Path(__file__).resolve().parent.parent
 DAGS = ROOT / "dags"
@@ -28,33 +29,8 @@ DAYS = [date(1997, 11, 12), date(1997, 11, 13), date(1997, 11, 14)]
 SABOTAGE = date(1997, 11, 15)  # the fourth day: trained badly on purpose, and the planted future event
 GATES = {"gate_raw", "gate_clean", "gate_features", "sasrec.regression_gate", "sasrec.gate_embeddings"}
 ETL_TASKS = r"^(ingest|gate_raw|clean|gate_clean|sessionize|features|gate_features)$"
-CONFIG = """
-spark: {{shuffle_partitions: 2}}
-ingest:
-  source: parquet
-  name: ml100k
-  input: {logs}/dt={{date}}
-  columns: {{event_id: event_id, value: rating}}
-nightly: {{methods: [sasrec], warm_epochs: 1{extra_nightly}}}
-methods:
-  sasrec:
-    model: {{dim: 16, max_len: 20, num_layers: 1, num_heads: 1}}
-    train: {{epochs: 3, batch_size: 64{extra_train}}}
-"""
-
-
-def write_config(path: Path, logs: Path, *, sabotage: bool = False) -> Path:
-    """The test profile; ``sabotage`` trains from scratch with a learning rate that leaves the
-    model at its random initialization, so its NDCG@10 collapses."""
-    path.write_text(CONFIG.format(logs=logs, extra_nightly=", full_retrain_days: 1" if sabotage else "",
-                                  extra_train=", lr: 1.0e-12" if sabotage else ""))
-    return path
-
-
 @pytest.fixture(scope="module")
 def slice_logs(data_dir, tmp_path_factory):
-    from ml_slice import write_daily_logs
-
     return write_daily_logs(data_dir("ml-100k") / "u.data", [*DAYS, SABOTAGE], tmp_path_factory.mktemp("slice") / "logs")
 
 
