@@ -190,7 +190,17 @@ class LightGCN(SequenceModel):
         return cached_csr(self, "adjacency", self.edge_index, self.edge_weight, (n, n), transpose=True)
 
     def _embeddings(self) -> Tensor:
-        return self.gcn.get_embedding(self._adjacency())
+        if torch.is_grad_enabled():
+            return self.gcn.get_embedding(self._adjacency())
+        # Without gradients (evaluation, inference) one propagation serves every batch until the
+        # weights change: an optimizer step or a load bumps the tensor's version counter.
+        w = self.gcn.embedding.weight
+        key = (w.data_ptr(), w._version, w.device, self.edge_index.data_ptr())
+        cached = getattr(self, "_propagated", None)
+        if cached is None or cached[0] != key:
+            cached = (key, self.gcn.get_embedding(self._adjacency()))
+            object.__setattr__(self, "_propagated", cached)  # not a buffer: no state_dict entry
+        return cached[1]
 
     def encode(self, history: Tensor, lengths: Tensor, users: Tensor | None = None) -> Tensor:
         if users is None:

@@ -103,9 +103,35 @@ def top_lists(scores: Tensor, width: int) -> tuple[Tensor, Tensor]:
         values, items = scores.sort(dim=1, descending=True, stable=True)
         return values[:, :width], items[:, :width]
     values, items = scores.topk(m, dim=1)  # every item at or above the width-th score, in no set order
+    return _order(values, items, width)
+
+
+def _order(values: Tensor, items: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """The best ``width`` of unordered (``values``, ``items``) [B, m], ties by the lower item index."""
     items, by_index = items.sort(dim=1)
     values, by_score = values.gather(1, by_index).sort(dim=1, descending=True, stable=True)
     return values[:, :width], items.gather(1, by_score)[:, :width]
+
+
+def lists_and_ranks(scores: Tensor, targets: Tensor, width: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``top_lists(scores, width)`` and ``target_ranks(scores, targets)`` in one pass over ``scores``
+    fewer, with every rank beyond ``width`` reported as ``width + 1``: HR, NDCG and MRR at K <= width
+    read both as a miss. Every item scoring at least the target is among those at or above the
+    ``width``-th score when the target is, so its rank is counted there, in [B, T, m] not [B, N]."""
+    width = min(width, scores.size(1))
+    values, items = scores.topk(width, dim=1)
+    kth = values[:, -1:]
+    m = int((scores >= kth).sum(1).max())
+    if m > 4 * width + 1024:  # a row tied over far more items (a constant scorer): the plain way
+        top_scores, top = top_lists(scores, width)
+        return target_ranks(scores, targets).clamp(max=width + 1), top_scores, top
+    if m > width:  # ties at the width-th score: every tied item, to order them by index
+        values, items = scores.topk(m, dim=1)
+    s_t = scores.gather(1, targets.clamp(min=0))  # [B, T]
+    at_least = values.size(1) - torch.searchsorted(values.sort(1).values, s_t.contiguous(), side="left")
+    ranks = torch.where(s_t >= kth, at_least, width + 1).clamp(max=width + 1)
+    ranks = torch.where(torch.isneginf(s_t), torch.full_like(ranks, -1), ranks)
+    return torch.where(targets > 0, ranks, torch.zeros_like(ranks)), *_order(values, items, width)
 
 
 def popularity_buckets(counts: Tensor) -> Tensor:

@@ -195,3 +195,27 @@ def test_top_lists_equal_a_full_stable_sort_ties_and_masks_included():
         assert torch.equal(got_i, want_i) and torch.equal(got_v, want_v)
     got_v, got_i = top_lists(scores[6:], 20)  # without the short and constant rows
     assert torch.equal(got_i, scores[6:].sort(dim=1, descending=True, stable=True).indices[:, :20])
+
+
+def test_lists_and_ranks_give_top_lists_and_the_ranks_that_count():
+    """evaluate's one pass: the lists of ``top_lists`` and the ranks of ``target_ranks`` wherever a
+    rank is at most the list's width (ties at the cut, masked and padded targets, several targets
+    per row, a constant row, fewer items than the width); a rank beyond it reads as width + 1."""
+    from models.metrics import lists_and_ranks, top_lists
+
+    g = torch.Generator().manual_seed(5)
+    scores = torch.randint(0, 30, (64, 400), generator=g).float()  # ties at every level, the cut included
+    scores[:, 0] = -math.inf
+    scores[torch.rand(64, 400, generator=g) < 0.1] = -math.inf
+    scores[7] = 2.0  # a constant row: the full sort path
+    targets = torch.randint(0, 400, (64, 3), generator=g)  # 0 = padding slot
+    targets[:, 0] = scores[:, 1:].argmax(1) + 1  # some targets at the top of their row
+    for width, cols in ((20, 400), (20, 12), (1, 400)):
+        s, t = scores[:, :cols], targets.clamp(max=cols - 1)
+        ranks, values, items = lists_and_ranks(s, t, width)
+        want_v, want_i = top_lists(s, width)
+        assert torch.equal(values, want_v) and torch.equal(items, want_i), (width, cols)
+        assert torch.equal(ranks, target_ranks(s, t).clamp(max=min(width, cols) + 1)), (width, cols)
+        if (width, cols) == (20, 400):  # row 7's target ties with all 400 items; the others top their rows
+            top = torch.cat([ranks[:7, 0], ranks[8:, 0]])
+            assert bool(((top >= 1) & (top <= width)).all()) and ranks[7, 0] == width + 1
