@@ -1,18 +1,19 @@
-"""ETL throughput on synthetic logs, and Spark's sessionization beside DuckDB's on the same Parquet.
+"""The whole ETL's throughput on synthetic logs, Spark beside the DuckDB reference of its logic.
 
 For each size (events), the script:
 
 1. writes synthetic logs (``pipelines.etl.synthetic_logs``; users and items scale with the size);
-2. runs the whole ETL with Spark (ingest -> clean -> sessionize -> sequences -> graphs) and
-   reports seconds per stage and events/s;
-3. runs the same sessionization and item-transition SQL (``sql/sessionize.sql``,
-   ``sql/item_transitions.sql``) over the same clean Parquet on Spark and on DuckDB (both
-   writing Parquet), checks that both engines give the same rows, and prints the time ratio;
-4. samples the resident memory of the whole process tree (Python + the Spark JVM) every
-   0.2 s and reports the peak.
+2. runs the whole ETL with Spark on a fresh warehouse (ingest, then clean -> sessionize ->
+   sequences -> graphs, each followed by its gate) and reports seconds per stage and events/s,
+   sampling the memory of the whole process tree (Python + the Spark JVM) every 0.2 s for the peak;
+3. runs the DuckDB reference of the same logic (``bench/etl_duckdb.py``: clean with quarantine
+   reasons and dedup, sessionize, sequences as of each day, graphs) over the same raw events, on
+   as many threads as cores, and reports Spark's clean-to-graphs seconds over DuckDB's (and the
+   whole ETL's, ingest and gates included, over DuckDB's);
+4. after the first run, compares the two engines' tables by an order-free digest (``etl_duckdb.compare``).
 
 Each measurement is repeated ``--repeats`` times; medians are reported (``summary``). Run:
-``python bench/etl.py --sizes 1000000,10000000 --repeats 3`` (about 30 minutes on 2 cores).
+``python bench/etl.py --sizes 1000000,10000000 --repeats 3`` (about 40 minutes on 2 cores).
 ``--record NAME`` also writes ``bench/results/NAME.json`` (``bench/results.py``) with every run's
 seconds and peak memory per size (``bench_size``), from which ``table`` renders the table again
 (``bench/check.py``); ``--json`` writes the medians (``summary``) of each size.
@@ -40,10 +41,9 @@ from pipelines.etl import ingest
 
 from pipelines.nightly import etl
 from pipelines.core.config import Config, SyntheticConfig
-from pipelines.etl.sessionize import build_sessions
 from pipelines.etl.spark import get_spark
-from pipelines.core.sqlfiles import duckdb_sql, spark_sql
-from pipelines.core.warehouse import Warehouse
+
+import etl_duckdb  # bench/etl_duckdb.py (the script's folder is on the path)
 
 
 def _pss(pid: int) -> tuple[int, int]:
@@ -126,60 +126,6 @@ def run_etl(spark, cfg: Config, logs: Path) -> dict[str, float]:
     return times
 
 
-def spark_sessions_and_edges(spark, cfg: Config, out: Path) -> float:
-    """Sessionize the clean events and count item transitions with Spark; write both as Parquet."""
-    from pyspark.sql import functions as F
-
-    shutil.rmtree(out, ignore_errors=True)
-    t = time.perf_counter()
-    events = spark.read.parquet(str(Warehouse(cfg.warehouse).table("clean/events")))
-    build_sessions(spark, events, None, cfg).write.parquet(str(out / "sessions"))
-    weight = F.create_map(*[F.lit(x) for kv in cfg.graphs.event_weights.items() for x in kv])[F.col("event_type")]
-    spark.read.parquet(str(out / "sessions")).withColumn("weight", weight).createOrReplaceTempView("steps")
-    spark_sql(spark, "item_transitions", drop_self_loops=True).write.parquet(str(out / "transitions"))
-    return time.perf_counter() - t
-
-
-def duckdb_sessions_and_edges(cfg: Config, out: Path, threads: int) -> float:
-    """The same SQL text on DuckDB over the same clean Parquet."""
-    import duckdb
-
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    clean = Warehouse(cfg.warehouse).table("clean/events")
-    weights = ", ".join(f"'{k}': {v}" for k, v in cfg.graphs.event_weights.items())
-    t = time.perf_counter()
-    con = duckdb.connect()
-    con.execute(f"SET threads = {threads}")
-    con.execute(f"""CREATE VIEW events AS SELECT *, epoch_us(ts) AS ts_us, 0 AS is_carry,
-        CAST(NULL AS VARCHAR) AS carry_session_id, CAST(NULL AS INTEGER) AS carry_seq,
-        CAST(NULL AS BIGINT) AS carry_start_us
-        FROM read_parquet('{clean}/*/*.parquet', hive_partitioning = true)""")
-    params = {"gap_us": int(cfg.sessionize.gap_minutes * 60_000_000), "max_events": cfg.sessionize.max_events}
-    con.execute(f"COPY ({duckdb_sql('sessionize')}) TO '{out / 'sessions.parquet'}' (FORMAT parquet)", params)
-    con.execute(f"""CREATE VIEW steps AS SELECT *, MAP {{{weights}}}[event_type] AS weight
-                    FROM read_parquet('{out / 'sessions.parquet'}')""")
-    con.execute(f"COPY ({duckdb_sql('item_transitions')}) TO '{out / 'transitions.parquet'}' (FORMAT parquet)",
-                {"drop_self_loops": True})
-    seconds = time.perf_counter() - t
-    con.close()
-    return seconds
-
-
-def same_results(spark_out: Path, duck_out: Path) -> dict[str, object]:
-    """Row counts and an order-free digest of (event, session, position, previous item) in both engines."""
-    import duckdb
-
-    con = duckdb.connect()
-    digest = ("SELECT count(*), sum(hash(event_id, session_id, session_seq, prev_item_id)) FROM read_parquet('{}')")
-    s = con.execute(digest.format(f"{spark_out}/sessions/*.parquet")).fetchall()[0]
-    d = con.execute(digest.format(f"{duck_out}/sessions.parquet")).fetchall()[0]
-    edges = "SELECT count(*), sum(count), sum(hash(src_item_id, dst_item_id, count)) FROM read_parquet('{}')"
-    se = con.execute(edges.format(f"{spark_out}/transitions/*.parquet")).fetchall()[0]
-    de = con.execute(edges.format(f"{duck_out}/transitions.parquet")).fetchall()[0]
-    return {"sessions_equal": s == d, "edges_equal": se == de, "session_rows": s[0], "edges": se[0]}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000000,10000000", help="comma-separated event counts")
@@ -210,61 +156,71 @@ def main() -> None:
 
 
 def bench_size(spark, cfg: Config, work: Path, n: int, days: int, repeats: int) -> dict:
-    """``repeats`` runs of the ETL on ``n`` synthetic events over ``days`` days, and the
-    sessionize + edges comparison with DuckDB: every run's seconds and peak memory (``summary``
-    takes their medians), and whether both engines gave the same rows."""
+    """``repeats`` runs of Spark's whole ETL on ``n`` synthetic events over ``days`` days, each on a
+    fresh warehouse, then the DuckDB reference (``bench/etl_duckdb.py``) over the same raw events:
+    every run's seconds per stage and step and Spark's peak memory (``summary`` takes their
+    medians); after the first run, every difference between the two engines' tables."""
     logs = work / f"logs-{n}"
     shutil.rmtree(logs, ignore_errors=True)
     write_logs(logs, synthetic_for(n, days))
-    runs, spark_sql_s, duck_s, peaks, peaks_files = [], [], [], [], []
-    check = {}
+    runs, duck_runs, peaks, peaks_files = [], [], [], []
+    differences: list[str] | None = None
+    threads = os.cpu_count() or 2
     for r in range(repeats):
         with PeakRSS() as mem:
             runs.append(run_etl(spark, cfg, logs))
-            spark_sql_s.append(spark_sessions_and_edges(spark, cfg, work / "spark-out"))
         peaks.append(mem.peak)
         peaks_files.append(mem.peak_with_files)
-        duck_s.append(duckdb_sessions_and_edges(cfg, work / "duck-out", threads=os.cpu_count() or 2))
+        shutil.rmtree(work / "duck-out", ignore_errors=True)
+        duck_runs.append(etl_duckdb.run_reference(cfg.warehouse, cfg, work / "duck-out", threads))
         if r == 0:
-            check = same_results(work / "spark-out", work / "duck-out")
-        total = sum(runs[-1].values())
+            differences = etl_duckdb.compare(cfg.warehouse, work / "duck-out", threads)
+        total, logic, duck = sum(runs[-1].values()), spark_logic_s(runs[-1]), sum(duck_runs[-1].values())
         print(f"[{n:,} events, run {r + 1}] etl {total:.1f}s ({n / total:,.0f} events/s) "
-              f"{ {k: round(v, 1) for k, v in runs[-1].items()} }; sessionize+edges spark {spark_sql_s[-1]:.1f}s "
-              f"duckdb {duck_s[-1]:.1f}s; peak memory {mem.peak / 2**30:.2f} GiB (python {mem.peak_python / 2**30:.2f}, "
-              f"JVM {mem.peak_children / 2**30:.2f}; {mem.peak_with_files / 2**30:.2f} with mapped files)", flush=True)
+              f"{ {k: round(v, 1) for k, v in runs[-1].items()} }; clean to graphs: spark {logic:.1f}s, "
+              f"duckdb {duck:.1f}s { {k: round(v, 1) for k, v in duck_runs[-1].items()} }; peak memory "
+              f"{mem.peak / 2**30:.2f} GiB (python {mem.peak_python / 2**30:.2f}, JVM {mem.peak_children / 2**30:.2f}; "
+              f"{mem.peak_with_files / 2**30:.2f} with mapped files)", flush=True)
     shutil.rmtree(logs, ignore_errors=True)
-    return {"events": n, "repeats": repeats, "runs_stage_s": runs, "spark_sessionize_edges_runs_s": spark_sql_s,
-            "duckdb_sessionize_edges_runs_s": duck_s, "peak_bytes": peaks, "peak_with_files_bytes": peaks_files,
-            **check}
+    return {"events": n, "repeats": repeats, "runs_stage_s": runs, "duckdb_runs_step_s": duck_runs,
+            "duckdb_threads": threads, "peak_bytes": peaks, "peak_with_files_bytes": peaks_files,
+            "differences": differences}
+
+
+def spark_logic_s(stages: dict[str, float]) -> float:
+    """Spark's seconds for what the DuckDB reference does: clean, sessionize, sequences and graphs
+    (not ingest, which the reference reads the output of, nor the gates)."""
+    return sum(v for k, v in stages.items() if k != "ingest" and not k.startswith("gate"))
 
 
 def summary(size: dict) -> dict:
     """Medians over the runs of one size (``bench_size``): ETL seconds per stage and in all, events/s,
-    both engines' seconds and their ratio; the peak memory (max over runs); the rows check."""
+    Spark's clean-to-graphs seconds, DuckDB's and their ratio; the peak memory (max over runs); the
+    tables check."""
     runs = size["runs_stage_s"]
     total = statistics.median(sum(run.values()) for run in runs)
-    spark_s, duck_s = (statistics.median(size[f"{k}_sessionize_edges_runs_s"]) for k in ("spark", "duckdb"))
+    logic = statistics.median(spark_logic_s(run) for run in runs)
+    duck = statistics.median(sum(run.values()) for run in size["duckdb_runs_step_s"])
     return {
         "events": size["events"], "stages_s": {k: statistics.median(run[k] for run in runs) for k in runs[0]},
-        "etl_s": total, "events_per_s": size["events"] / total, "spark_sessionize_edges_s": spark_s,
-        "duckdb_sessionize_edges_s": duck_s, "spark_over_duckdb": spark_s / duck_s,
+        "etl_s": total, "events_per_s": size["events"] / total, "spark_clean_to_graphs_s": logic,
+        "duckdb_s": duck, "spark_over_duckdb": logic / duck, "etl_over_duckdb": total / duck,
         "peak_rss_gib": max(size["peak_bytes"]) / 2**30,
         "peak_rss_with_files_gib": max(size["peak_with_files_bytes"]) / 2**30,
-        "repeats": size["repeats"],
-        **{k: size[k] for k in ("sessions_equal", "edges_equal", "session_rows", "edges") if k in size},
+        "repeats": size["repeats"], "same_tables": size["differences"] == [],
     }
 
 
 def table(figures: dict) -> str:
     """The markdown table of bench/README.md, one row per size, from ``figures["sizes"]`` (``bench_size``)."""
-    lines = ["| events | ETL s (median) | events/s | Spark sessionize+edges s | DuckDB s | Spark/DuckDB "
-             "| peak memory GiB (+ mapped files) | same rows |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |"]
+    lines = ["| events | ETL s (median) | events/s | Spark clean to graphs s | DuckDB s | Spark/DuckDB "
+             "| whole ETL/DuckDB | peak memory GiB (+ mapped files) | same tables | runs |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: |"]
     for r in map(summary, figures["sizes"]):
         lines.append(f"| {r['events']:,} | {r['etl_s']:.1f} | {r['events_per_s']:,.0f} | "
-                     f"{r['spark_sessionize_edges_s']:.1f} | {r['duckdb_sessionize_edges_s']:.1f} | "
-                     f"{r['spark_over_duckdb']:.2f} | {r['peak_rss_gib']:.2f} ({r['peak_rss_with_files_gib']:.2f}) | "
-                     f"{'yes' if r.get('sessions_equal') and r.get('edges_equal') else 'NO'} |")
+                     f"{r['spark_clean_to_graphs_s']:.1f} | {r['duckdb_s']:.1f} | {r['spark_over_duckdb']:.2f} | "
+                     f"{r['etl_over_duckdb']:.2f} | {r['peak_rss_gib']:.2f} ({r['peak_rss_with_files_gib']:.2f}) | "
+                     f"{'yes' if r['same_tables'] else 'NO'} | {r['repeats']} |")
     return "\n".join(lines)
 
 
@@ -277,8 +233,12 @@ def notes(figures: dict) -> str:
         a, b = results[0], results[-1]
         out = (f"\n{b['events']:,} vs {a['events']:,} events: ETL time x{b['etl_s'] / a['etl_s']:.1f} "
                f"for x{b['events'] / a['events']:.0f} the events\n")
-    return out + "stages (median s): " + "; ".join(
+    out += "stages (median s): " + "; ".join(
         f"{r['events']:,}: {json.dumps({k: round(v, 1) for k, v in r['stages_s'].items()})}" for r in results)
+    for size in figures["sizes"]:
+        for d in (size["differences"] or [])[:10]:
+            out += f"\nDIFFER at {size['events']:,} events: {d}"
+    return out
 
 
 if __name__ == "__main__":
