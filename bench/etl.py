@@ -12,8 +12,9 @@ For each size (events), the script:
    whole ETL's, ingest and gates included, over DuckDB's);
 4. after the first run, compares the two engines' tables by an order-free digest (``etl_duckdb.compare``).
 
-Each measurement is repeated ``--repeats`` times; medians are reported (``summary``). Run:
-``python bench/etl.py --sizes 1000000,10000000 --repeats 3`` (about 40 minutes on 2 cores).
+Each measurement is repeated ``--repeats`` times (one count, or one per size); medians are reported
+(``summary``). Run: ``python bench/etl.py --sizes 1000000,10000000 --repeats 3`` (about 40 minutes
+on 2 cores; ``--repeats 3,1`` runs the larger size once).
 ``--record NAME`` also writes ``bench/results/NAME.json`` (``bench/results.py``) with every run's
 seconds and peak memory per size (``bench_size``), from which ``table`` renders the table again
 (``bench/check.py``); ``--json`` writes the medians (``summary``) of each size.
@@ -130,21 +131,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000000,10000000", help="comma-separated event counts")
     ap.add_argument("--days", type=int, default=5)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", default="3", help="runs per size: one count, or comma-separated, one per size")
     ap.add_argument("--workdir", default=None, help="scratch folder (default: a temp folder, removed after)")
     ap.add_argument("--json", dest="json_out", help="write the results here as JSON")
     ap.add_argument("--record", metavar="NAME", help="write the raw results to bench/results/NAME.json")
     args = ap.parse_args()
+    sizes = [int(n) for n in args.sizes.split(",")]
+    repeats = [int(r) for r in args.repeats.split(",")]
+    if len(repeats) == 1:
+        repeats *= len(sizes)
+    if len(repeats) != len(sizes) or min(repeats) < 1:
+        ap.error(f"--repeats {args.repeats}: one count of at least 1, or one per size ({len(sizes)})")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="seqrep-bench-"))
     cfg = Config(warehouse=work / "wh")
     spark = get_spark(cfg.spark)
     try:
-        results = [bench_size(spark, cfg, work, n, args.days, args.repeats) for n in map(int, args.sizes.split(","))]
+        results = [bench_size(spark, cfg, work, n, args.days, r) for n, r in zip(sizes, repeats)]
     finally:
         spark.stop()
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    figures = {"days": args.days, "repeats": args.repeats, "sizes": results}
+    figures = {"days": args.days, "repeats": repeats, "sizes": results}
     text = table(figures)
     print(f"\n{text}\n{notes(figures)}")
     if args.json_out:
