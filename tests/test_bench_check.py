@@ -95,17 +95,20 @@ def _incremental() -> tuple[dict, list[str]]:
 
 def _etl() -> tuple[dict, list[str]]:
     def size(n: int, scale: float) -> dict:
-        runs = [{"ingest": 1.0 * scale, "clean": 3.0 * scale}, {"ingest": 2.0 * scale, "clean": 2.0 * scale},
-                {"ingest": 9.0 * scale, "clean": 9.0 * scale}]
-        return {"events": n, "repeats": 3, "runs_stage_s": runs, "spark_sessionize_edges_runs_s": [3.0, 9.0, 6.0],
-                "duckdb_sessionize_edges_runs_s": [2.0, 1.0, 4.0], "peak_bytes": [2**30, 3 * 2**29, 2**30],
-                "peak_with_files_bytes": [2**31, 2**30, 2**30], "sessions_equal": True, "edges_equal": n < 10_000}
+        runs = [{"ingest": 1.0 * scale, "clean": 3.0 * scale, "gate clean": 1.0 * scale},
+                {"ingest": 2.0 * scale, "clean": 2.0 * scale, "gate clean": 2.0 * scale},
+                {"ingest": 9.0 * scale, "clean": 9.0 * scale, "gate clean": 0.0}]
+        duck = [{"clean": 1.0, "graphs": 0.5}, {"clean": 0.5, "graphs": 0.5}, {"clean": 2.0, "graphs": 1.0}]
+        return {"events": n, "repeats": 3, "runs_stage_s": runs, "duckdb_runs_step_s": duck, "duckdb_threads": 2,
+                "peak_bytes": [2**30, 3 * 2**29, 2**30], "peak_with_files_bytes": [2**31, 2**30, 2**30],
+                "differences": [] if n < 10_000 else ["sequences: rows 3 != 4"]}
 
-    # ETL s: median of the runs' totals (4, 4, 18) = 4 (8 at twice the time); Spark/DuckDB: median 6 over
-    # median 2; peak memory: the largest run's.
-    return {"days": 5, "repeats": 3, "sizes": [size(8_000, 1.0), size(80_000, 2.0)]}, [
-        "| 8,000 | 4.0 | 2,000 | 6.0 | 2.0 | 3.00 | 1.50 (2.00) | yes |",
-        "| 80,000 | 8.0 | 10,000 | 6.0 | 2.0 | 3.00 | 1.50 (2.00) | NO |"]
+    # ETL s: median of the runs' totals (5, 6, 18) = 6 (12 at twice the time); Spark clean to graphs:
+    # median of clean alone (3, 2, 9) = 3, not ingest nor the gate; DuckDB: median of (1.5, 1, 3) = 1.5;
+    # peak memory: the largest run's; same tables: no difference listed.
+    return {"days": 5, "repeats": [3, 3], "sizes": [size(8_000, 1.0), size(80_000, 2.0)]}, [
+        "| 8,000 | 6.0 | 1,333 | 3.0 | 1.5 | 2.00 | 4.00 | 1.50 (2.00) | yes | 3 |",
+        "| 80,000 | 12.0 | 6,667 | 6.0 | 1.5 | 4.00 | 8.00 | 1.50 (2.00) | NO | 3 |"]
 
 
 def _gates() -> tuple[dict, list[str]]:
