@@ -97,13 +97,25 @@ def top_lists(scores: Tensor, width: int) -> tuple[Tensor, Tensor]:
     items). Only the items at or above the row's ``width``-th score are ordered; rows tied over
     far more items than that (a constant scorer) take the full sort."""
     width = min(width, scores.size(1))
-    kth = scores.topk(width, dim=1).values[:, -1:]
-    m = int((scores >= kth).sum(1).max())
-    if m > 4 * width + 1024:
+    top = _at_or_above(scores, width)
+    if top is None:
         values, items = scores.sort(dim=1, descending=True, stable=True)
         return values[:, :width], items[:, :width]
-    values, items = scores.topk(m, dim=1)  # every item at or above the width-th score, in no set order
-    return _order(values, items, width)
+    return _order(top[0], top[1], width)
+
+
+def _at_or_above(scores: Tensor, width: int) -> tuple[Tensor, Tensor, Tensor] | None:
+    """(values, items) [B, m] of every item at or above each row's ``width``-th score, in no set
+    order, and that score [B, 1]; None when a row ties over far more items than ``width`` (a
+    constant scorer), which the callers sort in full."""
+    values, items = scores.topk(width, dim=1)
+    kth = values[:, -1:]
+    m = int((scores >= kth).sum(1).max())
+    if m > 4 * width + 1024:
+        return None
+    if m > width:  # ties at the width-th score: every tied item, to order them by index
+        values, items = scores.topk(m, dim=1)
+    return values, items, kth
 
 
 def _order(values: Tensor, items: Tensor, width: int) -> tuple[Tensor, Tensor]:
@@ -119,14 +131,10 @@ def lists_and_ranks(scores: Tensor, targets: Tensor, width: int) -> tuple[Tensor
     read both as a miss. Every item scoring at least the target is among those at or above the
     ``width``-th score when the target is, so its rank is counted there, in [B, T, m] not [B, N]."""
     width = min(width, scores.size(1))
-    values, items = scores.topk(width, dim=1)
-    kth = values[:, -1:]
-    m = int((scores >= kth).sum(1).max())
-    if m > 4 * width + 1024:  # a row tied over far more items (a constant scorer): the plain way
-        top_scores, top = top_lists(scores, width)
-        return target_ranks(scores, targets).clamp(max=width + 1), top_scores, top
-    if m > width:  # ties at the width-th score: every tied item, to order them by index
-        values, items = scores.topk(m, dim=1)
+    top = _at_or_above(scores, width)
+    if top is None:  # a constant scorer: the plain way
+        return target_ranks(scores, targets).clamp(max=width + 1), *top_lists(scores, width)
+    values, items, kth = top
     s_t = scores.gather(1, targets.clamp(min=0))  # [B, T]
     at_least = values.size(1) - torch.searchsorted(values.sort(1).values, s_t.contiguous(), side="left")
     ranks = torch.where(s_t >= kth, at_least, width + 1).clamp(max=width + 1)
