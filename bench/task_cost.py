@@ -1,11 +1,13 @@
-"""Per-task cost of the nightly DAG's Spark tasks: ``spark-submit`` against a Spark Connect client.
+"""Per-task cost of the nightly DAG's Spark tasks: ``spark-submit``, a Spark Connect client, and a
+Spark Connect client forked by a task server.
 
 The seven ETL tasks of the DAG (``pipelines/nightly/etl_tasks.py``) run, in order, over
 ``--days`` days of ``--events-per-day`` synthetic events, each task its own process as Airflow runs
 it: (a) as the SparkSubmitOperator submits it (``spark-submit --master local[2]`` of
 ``pipelines/spark_app.py``), a JVM and driver per task; (b) as a ``seqrep`` process that is a
-client of one Spark Connect server (``seqrep spark-server start``, timed once). Each mode has its
-own warehouse. The days are small, so a task's time is nearly all fixed cost (process, imports,
+client of one Spark Connect server (``seqrep spark-server start``, timed once); (c) the same, run
+by a task server (``seqrep task-server start``, ``pipelines/nightly/task_server.py``: the imports
+done once, a fork per task; the task's process is a thin client). Each mode has its own warehouse. The days are small, so a task's time is nearly all fixed cost (process, imports,
 session): the table gives each task's median over the days, per mode, and their ratio.
 Target (issue 18): at most 3 s per task on the embedded default.
 
@@ -33,6 +35,7 @@ from pipelines.nightly.etl_tasks import ETL_TASKS
 START = date(2024, 1, 1)
 SUBMIT = Path(pyspark.__file__).parent / "bin" / "spark-submit"
 APP = Path(__file__).resolve().parent.parent / "pipelines" / "spark_app.py"
+MODES = ("spark-submit", "connect", "task-server")
 
 
 def task_command(mode: str, args: list[str], day: date, wh: Path, cfg: Path) -> list[str]:
@@ -64,13 +67,12 @@ def run_mode(mode: str, days: list[date], work: Path, cfg: Path, env: dict[str, 
 
 def table(figures: dict) -> str:
     modes = figures["modes"]
-    lines = ["| task | spark-submit s | Spark Connect client s | ratio |", "| --- | ---: | ---: | ---: |"]
-    for t in ETL_TASKS:
-        a, b = (statistics.median(modes[m][t.task_id]) for m in ("spark-submit", "connect"))
-        lines.append(f"| {t.task_id} | {a:.2f} | {b:.2f} | {a / b:.1f}x |")
-    per_task = {m: statistics.median(v for vs in modes[m].values() for v in vs) for m in modes}
-    lines.append(f"| median task | {per_task['spark-submit']:.2f} | {per_task['connect']:.2f} | "
-                 f"{per_task['spark-submit'] / per_task['connect']:.1f}x |")
+    lines = ["| task | spark-submit s | Spark Connect client s | client, forked by the task server s | "
+             "spark-submit / forked |", "| --- | ---: | ---: | ---: | ---: |"]
+    rows = [(t.task_id, [statistics.median(modes[m][t.task_id]) for m in MODES]) for t in ETL_TASKS]
+    rows.append(("median task", [statistics.median(v for vs in modes[m].values() for v in vs) for m in MODES]))
+    for name, (a, b, c) in rows:
+        lines.append(f"| {name} | {a:.2f} | {b:.2f} | {c:.2f} | {a / c:.1f}x |")
     return "\n".join(lines)
 
 
@@ -83,6 +85,7 @@ def main() -> None:
     args = ap.parse_args()
     from pipelines.core.config import SparkConfig
     from pipelines.etl import spark_server
+    from pipelines.nightly import task_server
 
     work = Path(tempfile.mkdtemp(prefix="seqrep-bench-tasks-"))
     days = [START + timedelta(days=i) for i in range(args.days)]
@@ -97,19 +100,33 @@ def main() -> None:
         cfg.write_text(f'spark: {{shuffle_partitions: 2, driver_memory: 2g}}\n'
                        f'ingest: {{source: synthetic, input: "{work}/logs/dt={{date}}"}}\n')
         modes = {"spark-submit": run_mode("spark-submit", days, work, cfg, env)}
-        t0 = time.perf_counter()
-        spark_server.start(SparkConfig(master="local[2]", shuffle_partitions=2, driver_memory="2g"), args.port)
-        started = time.perf_counter() - t0
-        try:
-            modes["connect"] = run_mode("connect", days, work, cfg, {**env, "SPARK_REMOTE": spark_server.url(args.port)})
-        finally:
-            spark_server.stop(args.port)
+        starts = {}
+        for mode in ("connect", "task-server"):  # each on a fresh Spark Connect server: both start cold
+            t0 = time.perf_counter()
+            spark_server.start(SparkConfig(master="local[2]", shuffle_partitions=2, driver_memory="2g"), args.port)
+            starts["spark_connect"] = time.perf_counter() - t0
+            try:
+                connect = {**env, "SPARK_REMOTE": spark_server.url(args.port)}
+                if mode == "connect":
+                    modes[mode] = run_mode(mode, days, work, cfg, connect)
+                    continue
+                t0 = time.perf_counter()
+                sock, _, _ = task_server.start(work / "tasks" / "seqrep.sock")
+                starts["task_server"] = time.perf_counter() - t0
+                try:
+                    modes[mode] = run_mode(mode, days, work, cfg, {**connect, task_server.SERVER_ENV: str(sock)})
+                finally:
+                    task_server.stop(sock)
+            finally:
+                spark_server.stop(args.port)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    figures = {"days": args.days, "events_per_day": args.events_per_day, "server_start_s": started, "modes": modes}
+    figures = {"days": args.days, "events_per_day": args.events_per_day, "server_start_s": starts["spark_connect"],
+               "task_server_start_s": starts["task_server"], "modes": modes}
     text = table(figures)
-    print(f"\n{text}\n\nServer start (once): {started:.1f} s; {args.days} days of {args.events_per_day} events; "
-          f"medians over the days.")
+    print(f"\n{text}\n\nServer starts (once per mode): Spark Connect {starts['spark_connect']:.1f} s, "
+          f"task server {starts['task_server']:.1f} s; "
+          f"{args.days} days of {args.events_per_day} events; medians over the days.")
     if args.record:
         from results import record  # bench/results.py (the script's folder is on the path)
 

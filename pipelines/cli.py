@@ -38,8 +38,17 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     from pipelines.nightly.failures import clear_reason, write_reason
 
+    from pipelines.nightly.task_server import SERVER_ENV, run_remote
+
+    server = os.environ.get(SERVER_ENV)
+    if argv is None and server and sys.argv[1:2] != ["task-server"]:  # a process: the server runs it if it can
+        code = run_remote(sys.argv[1:], server)
+        if code is not None:
+            return code
     args = parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given (train --nproc runs it again)
     clear_reason()

@@ -89,6 +89,19 @@ def spark_connect():
     spark_server.log_file(port).unlink(missing_ok=True)  # a random port's log: nobody would look for it
 
 
+@pytest.fixture(scope="session")
+def task_server():
+    """The socket of a task server (``seqrep task-server``'s) for tests whose ``seqrep`` processes
+    are its clients (``SEQREP_TASK_SERVER``); stopped by its pid after the session."""
+    import tempfile
+
+    from pipelines.nightly import task_server as server
+
+    path, _, _ = server.start(Path(tempfile.mkdtemp(prefix="seqrep-ts-", dir="/tmp")) / "seqrep.sock")
+    yield str(path)
+    server.stop(path)
+
+
 @pytest.fixture
 def cfg(tmp_path):
     """A default config whose warehouse is a fresh tmp folder."""

@@ -7,6 +7,8 @@ warehouse goes through the DAG (day 1 every task for real, Spark jobs as clients
 Connect server; the gate-failure test's through spark-submit; days 2
 and 3 with the ETL tasks marked done after the same ETL ran in this process, so the model tasks
 run as the DAG runs them), another through ``seqrep backfill``; their embedding tables must agree.
+The tasks' ``seqrep`` processes are clients of a task server (``seqrep task-server``), as in
+``seqrep demo``, except in the Postgres test, whose tasks are processes of their own.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def slice_logs(data_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory, slice_logs):
+def airflow_home(tmp_path_factory, slice_logs, task_server):
     """A throwaway SQLite Airflow (with the ``gpu`` pool), set up before anything imports airflow
     here. The DAG's method groups come from ``SEQREP_CONFIG`` at parse time: the test profile."""
     from pipelines.nightly.demo import airflow_env
@@ -46,7 +48,7 @@ def airflow_home(tmp_path_factory, slice_logs):
     env.update({
         "AIRFLOW_HOME": str(home), "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW_CONN_SEQREP_SPARK": '{"conn_type": "spark", "host": "local[2]"}', "SEQREP_RETRIES": "0",
-        "SEQREP_START_DATE": "1997-01-01",
+        "SEQREP_START_DATE": "1997-01-01", "SEQREP_TASK_SERVER": task_server,
     })
     env.pop("SEQREP_WAREHOUSE")
     with pytest.MonkeyPatch.context() as mp:  # restored after this module: other tests see no SEQREP_CONFIG
@@ -500,6 +502,7 @@ def test_the_nightly_dag_runs_on_airflow_with_postgres(airflow_home, slice_logs,
     wh, config = tmp_path / "wh", airflow_home / "seqrep.yaml"
     etl_in_process(spark, config, wh, DAYS[0])
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres_url}
+    env.pop("SEQREP_TASK_SERVER")  # the tasks as processes of their own (the other tests fork them)
     for cmd in (["db", "migrate"], ["pools", "set", "gpu", "1", "torch tasks"]):
         out = subprocess.run([sys.executable, "-m", "airflow", *cmd], env=env, capture_output=True, text=True)
         assert out.returncode == 0, out.stderr[-3000:]

@@ -1,8 +1,9 @@
-"""Nightly commands: ``report``, ``backfill``, ``demo``, ``airflow``."""
+"""Nightly commands: ``report``, ``backfill``, ``demo``, ``airflow``, ``task-server``."""
 
 from __future__ import annotations
 
 import argparse
+import time
 
 from pipelines.commands.common import config, config_file, names, parse_date
 from pipelines.core.errors import GateFailed, UsageError
@@ -32,6 +33,12 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     s.add_argument("--port", type=int, default=8080, help="the api-server's port (default 8080)")
     s.add_argument("--home", default=".airflow", help="AIRFLOW_HOME: database, logs, pids (default ./.airflow)")
     s.set_defaults(func=airflow)
+
+    s = sub.add_parser("task-server", parents=[common],
+                       help="start, stop or check a server that runs seqrep commands with their imports done once")
+    s.add_argument("action", choices=["start", "stop", "status"])
+    s.add_argument("--socket", help="its Unix socket (default ~/.cache/seqrep/task-server/seqrep.sock)")
+    s.set_defaults(func=task_server)
 
 
 def report(args: argparse.Namespace) -> None:
@@ -85,3 +92,26 @@ def airflow(args: argparse.Namespace) -> None:
     print(f"  processes: {', '.join(f'{n} {p}' for n, p in pids.items())}; logs and pids in {home}")
     print("  the seqrep DAGs start paused: `airflow dags unpause seqrep_nightly` (with AIRFLOW_HOME set), or the UI")
     print(f"  stop with: seqrep airflow stop --home {args.home}")
+
+
+def task_server(args: argparse.Namespace) -> None:
+    """A fork server for later ``seqrep`` processes: each that has ``SEQREP_TASK_SERVER`` set
+    runs in a fork of it, without importing torch or Great Expectations again."""
+    from pathlib import Path
+
+    from pipelines.nightly import task_server as server
+
+    path = Path(args.socket or server.default_socket()).resolve()
+    if args.action == "start":
+        t0 = time.monotonic()
+        path, pid, started = server.start(path)
+        print(f"{'started' if started else 'already running'}: task server {path} (pid {pid}"
+              f"{f', {time.monotonic() - t0:.1f} s' if started else ''}; log {server.log_file(path)})")
+        print(f"make seqrep commands its clients with: export {server.SERVER_ENV}={path}")
+    elif args.action == "stop":
+        print(f"stopped the task server {path}" if server.stop(path) else f"no task server started by seqrep at {path}")
+    else:
+        pid = server.running_pid(path)
+        if pid is None:
+            raise UsageError(f"no task server started by seqrep at {path}; `seqrep task-server start`")
+        print(f"running: task server {path} (pid {pid}; log {server.log_file(path)})")

@@ -7,6 +7,8 @@ run processes the day before its logical time, like the scheduled run at the nex
 ETL (seven Spark tasks, gates included, each a client of one Spark Connect server that the demo
 starts and stops: no JVM start per task), then for each method of the demo profile
 train -> evaluate -> regression gate -> infer -> embeddings gate -> publish, then the report.
+Every task's ``seqrep`` process is a client of a task server that the demo also starts and stops
+(``pipelines/nightly/task_server.py``): no import of torch or Great Expectations per task.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pipelines.core.privacy import read_key
 from pipelines.core.resources import CONFIGS_DIR, DAGS_DIR
 from pipelines.core.warehouse import Warehouse, daterange
 from pipelines.etl import spark_server
+from pipelines.nightly import task_server
 
 #: The demo profile (``configs/demo.yaml``); its paths are replaced by ones under ``demo/``.
 DEMO_CONFIG = CONFIGS_DIR / "demo.yaml"
@@ -109,12 +112,19 @@ def run_demo(config_file: Path | None = None) -> None:
     env["SEQREP_SPARK_REMOTE"] = spark_server.url(spark_server.DEFAULT_PORT)
     print(f"[demo] Spark Connect server {env['SEQREP_SPARK_REMOTE']} (pid {pid}, "
           f"{f'started in {time.perf_counter() - t:.0f}s' if started else 'already running'}): the ETL tasks are its clients")
+    t = time.perf_counter()
+    sock, pid, forks = task_server.start()
+    env[task_server.SERVER_ENV] = str(sock)
+    print(f"[demo] task server {sock} (pid {pid}, {f'started in {time.perf_counter() - t:.0f}s' if forks else 'already running'}):"
+          " each task's seqrep command is its fork, with torch and Great Expectations already imported")
     try:
         for day in days:
             run_day(day, env)
     finally:
         if started:
             spark_server.stop()
+        if forks:
+            task_server.stop(sock)
     print_summary(cfg, days)
     show_results(cfg, days[-1], cfg_file)
     print(f"[demo] finished in {time.perf_counter() - t0:.0f}s; warehouse: {warehouse}")
