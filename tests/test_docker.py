@@ -49,10 +49,14 @@ def test_the_compose_stack_is_valid_and_wired():
     for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker"):
         assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
         assert services[name]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
-    gpu = services["airflow-worker-gpu"]
-    assert gpu["command"][-4:] == ["--queues", "gpu", "--concurrency", "1"]
+    gpu, worker = services["airflow-worker-gpu"], services["airflow-worker"]
+    assert gpu["command"][-1].endswith("exec airflow celery worker --queues gpu --concurrency 1")
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
-    assert "cu1" in gpu["build"]["args"]["TORCH_INDEX"] and services["airflow-worker"]["command"][-1] == "default"
+    assert "cu1" in gpu["build"]["args"]["TORCH_INDEX"] and worker["command"][-1].endswith("--queues default")
+    for w in (gpu, worker):  # a task server per worker, started before it, its socket in the tasks' environment
+        sock = w["environment"]["SEQREP_TASK_SERVER"]
+        assert w["command"][-1].startswith(f"python -m pipelines.cli task-server start --socket {sock} && exec ")
+        assert w["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert all("spark://spark-master:7077" in services[w]["command"] for w in ("spark-worker-1", "spark-worker-2"))
     # secrets come from the env file; the compose file itself names none
     text = (DOCKER / "compose.yaml").read_text()
