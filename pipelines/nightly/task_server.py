@@ -22,6 +22,7 @@ the server's user.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib
 import importlib.util
@@ -126,6 +127,10 @@ def serve(path: Path, run: Callable[[list[str]], int], preload: tuple[str, ...] 
             importlib.import_module(name)
         except ImportError:  # an optional engine (faiss) missing: its commands import it themselves
             pass
+    # The preloaded objects never die: out of the collector's sight, a fork's collections neither
+    # walk them nor write to their pages (which would copy them, page by page, into every fork).
+    gc.collect()
+    gc.freeze()
     stamp = code_stamp()
     path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
