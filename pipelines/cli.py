@@ -18,6 +18,7 @@ Anything else is unexpected: its traceback is printed (and its reason recorded f
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from pipelines.commands import data, methods, nightly, privacy, query, settings, streaming
@@ -38,10 +39,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import os
-
     from pipelines.nightly.failures import clear_reason, write_reason
-
     from pipelines.nightly.task_server import SERVER_ENV, run_remote
 
     server = os.environ.get(SERVER_ENV)

@@ -42,11 +42,13 @@ def alive_pid(path: Path) -> int | None:
         return None
 
 
-def stop_group(pid: int, timeout: float = 30.0) -> None:
+def stop_group(pid: int, timeout: float = 30.0, *, group: bool = True) -> None:
     """SIGTERM to the process group ``pid`` leads (it was started with ``start_new_session``),
-    then SIGKILL after ``timeout`` seconds; reaps it when this process is its parent."""
+    then SIGKILL after ``timeout`` seconds; reaps it when this process is its parent.
+    ``group=False`` signals the process ``pid`` alone (its group's other processes go on)."""
+    kill = os.killpg if group else os.kill
     try:
-        os.killpg(pid, signal.SIGTERM)
+        kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout
@@ -61,6 +63,6 @@ def stop_group(pid: int, timeout: float = 30.0) -> None:
             pass
         time.sleep(0.2)
     try:
-        os.killpg(pid, signal.SIGKILL)
+        kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass

@@ -184,8 +184,8 @@ def _command(request: dict, fds: list[int], run: Callable[[list[str]], int]) -> 
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
-    for sig in (signal.SIGINT, signal.SIGPIPE):
-        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh Python process
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     os.environ.clear()
     os.environ.update(request["env"])
     time.tzset()
@@ -262,21 +262,6 @@ def stop(path: Path | None = None) -> bool:
     pid_file(path).unlink(missing_ok=True)
     if pid is None:
         return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.1)
+    stop_group(pid, group=False)  # the server alone: its handlers share its group
     path.unlink(missing_ok=True)
     return True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
